@@ -25,6 +25,16 @@ def uniform_init(minval: float, maxval: float) -> Initializer:
   return init
 
 
+def _given(values: np.ndarray) -> Initializer:
+  """Initializer that returns ``values`` whatever the key."""
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.asarray(values, dtype).reshape(shape)
+
+  return init
+
+
 def const_product(inputs: jax.Array, weights: jax.Array) -> jax.Array:
   """Product of the inputs scaled elementwise by ``weights``, for one example.
 
@@ -132,9 +142,7 @@ class ConstProduct(nn.Module):
     # stored (possibly restored) values are the truth.
     initial = None if built_shape else self._initial_weights(size)
     if self.trainable:
-      init_fn = self.kernel_init
-      if initial is not None:
-        init_fn = lambda key, shape, dtype: jnp.asarray(initial, dtype)
+      init_fn = self.kernel_init if initial is None else _given(initial)
       weights = self.param('kernel', init_fn, (size,), self.param_dtype)
     else:
       weights = self.variable(
