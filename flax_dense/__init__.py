@@ -1,6 +1,7 @@
 """flax_dense: Keras-style dense and core layers as Flax linen modules."""
 
 from flax_dense import functional as functional
+from flax_dense import sharding as sharding
 from flax_dense._src.activations import (
   KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
 )
@@ -25,5 +26,6 @@ __all__ = [
   'Summary',
   'compute_mask',
   'functional',
+  'sharding',
   'summary',
 ]

@@ -1,6 +1,6 @@
 """Per-position dense layer: one weight matrix for every position."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import flax.linen as nn
@@ -76,6 +76,10 @@ class PerPositionDense(nn.Module):
     >>> layer.apply(variables, x).shape
     (8, 1024, 10)
 
+  For sharding, the weights' logical axis names are the class constants
+  ``kernel_axes`` and ``bias_axes``, positions first: see
+  :mod:`flax_dense.sharding`.
+
   Attributes:
     features: number of output features per position (K).
     use_bias: whether to add a bias per position.
@@ -99,6 +103,10 @@ class PerPositionDense(nn.Module):
   kernel_init: Initializer = default_kernel_init
   bias_init: Initializer = nn.initializers.zeros_init()
   activation: str | Activation | None = None
+
+  #: Logical axis names of ``kernel`` (P, D, K) and ``bias`` (P, K).
+  kernel_axes: ClassVar[tuple[str, ...]] = ('positions', 'embed', 'classes')
+  bias_axes: ClassVar[tuple[str, ...]] = ('positions', 'classes')
 
   @nn.compact
   def __call__(self, inputs: Any) -> jax.Array:

@@ -1,6 +1,6 @@
 """Product of inputs scaled by a weight vector, frozen or trainable."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import flax.linen as nn
@@ -73,6 +73,11 @@ class ConstProduct(nn.Module):
     >>> layer.apply(variables, jnp.full((4, 3), 2.0))[:, 0]
     Array([8., 8., 8., 8.], dtype=float32)
 
+  For sharding, the logical axis name of ``w`` is the class constant
+  ``kernel_axes``; it applies to a trainable ``w`` drawn by ``kernel_init``.
+  Given or frozen weights carry no names and are replicated, which suits a
+  vector of N numbers: see :mod:`flax_dense.sharding`.
+
   Attributes:
     weights: initial values of ``w``, of shape ``(N,)`` or ``(1, N)``;
       required when frozen, optional when trainable.
@@ -89,6 +94,9 @@ class ConstProduct(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = uniform_init(-0.05, 0.05)
+
+  #: Logical axis name of ``w`` (N,).
+  kernel_axes: ClassVar[tuple[str, ...]] = ('embed',)
 
   def _initial_weights(self, size: int) -> np.ndarray | None:
     if self.weights is None:
