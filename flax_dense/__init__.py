@@ -1,5 +1,6 @@
 """flax_dense: Keras-style dense and core layers as Flax linen modules."""
 
+from flax_dense import checkpoint as checkpoint
 from flax_dense import functional as functional
 from flax_dense import sharding as sharding
 from flax_dense._src.activations import (
@@ -24,6 +25,7 @@ __all__ = [
   'Masking',
   'PerPositionDense',
   'Summary',
+  'checkpoint',
   'compute_mask',
   'functional',
   'sharding',

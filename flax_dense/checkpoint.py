@@ -1,0 +1,24 @@
+"""Checkpoints that lose nothing: every collection, bit for bit, atomically.
+
+A thin layer over Orbax (``orbax.checkpoint``, which Flax itself depends
+on)::
+
+  fd.checkpoint.save(path, {'params': params, 'opt_state': opt_state})
+  state = fd.checkpoint.restore(path, target={'params': ..., 'opt_state': ...})
+
+``path`` is a directory of numbered versions; each :func:`save` writes a new
+one atomically and then drops the older ones, so a run killed while saving
+resumes from its previous checkpoint. :func:`restore` with a ``target``
+checks every variable's shape first and restores onto the target's
+shardings; :func:`latest_step` tells a training loop where to resume.
+"""
+
+from flax_dense._src.checkpoint import latest_step as latest_step
+from flax_dense._src.checkpoint import restore as restore
+from flax_dense._src.checkpoint import save as save
+
+__all__ = [
+  'latest_step',
+  'restore',
+  'save',
+]

@@ -1,0 +1,253 @@
+"""Tests of fd.checkpoint: bit-exact round trips, atomic saves, clear errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training import train_state
+
+import flax_dense as fd
+
+
+class Model(nn.Module):
+  """Trainable per-position weights and frozen constants."""
+
+  @nn.compact
+  def __call__(self, x):
+    y = fd.PerPositionDense(3)(x)
+    return fd.ConstProduct(weights=[0.5, 2.0, 4.0])(y)
+
+
+def exact(leaf):
+  """A leaf's dtype, shape and bytes; a typed PRNG key's with its data's."""
+  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
+    leaf.dtype, jax.dtypes.prng_key
+  ):
+    return str(leaf.dtype), exact(jax.random.key_data(leaf))
+  leaf = np.asarray(leaf)
+  return leaf.dtype, leaf.shape, leaf.tobytes()
+
+
+def assert_identical(restored, saved):
+  assert jax.tree.structure(restored) == jax.tree.structure(saved)
+  assert list(map(exact, jax.tree.leaves(restored))) == list(
+    map(exact, jax.tree.leaves(saved))
+  )
+
+
+@pytest.fixture
+def state(key):
+  """Variables of every collection, an optax state, and odd dtypes."""
+  variables = Model().init(key, jnp.ones((2, 5, 4)))
+  optimizer = optax.adam(1e-3)
+  odd = {
+    'bfloat16': jax.random.normal(key, (7,), jnp.bfloat16),
+    'float16': jnp.array([0.1, -0.0, jnp.inf, jnp.nan], jnp.float16),
+    'int8': jnp.arange(-3, 3, dtype=jnp.int8),
+    'uint32': jnp.array([0, 2**32 - 1], jnp.uint32),
+    'key': jax.random.key(42),
+    'raw_key': jax.random.PRNGKey(7),
+  }
+  return {
+    'variables': variables,
+    'opt_state': optimizer.init(variables['params']),
+    'odd': odd,
+  }
+
+
+def test_round_trip_is_bit_exact(tmp_path, state):
+  fd.checkpoint.save(tmp_path, state)
+  restored = fd.checkpoint.restore(tmp_path, target=state)
+  assert set(restored['variables']) == {'params', 'constants'}
+  assert isinstance(restored['opt_state'][0], optax.ScaleByAdamState)
+  assert_identical(restored, state)
+
+
+def test_abstract_target_and_no_target(tmp_path, state):
+  fd.checkpoint.save(tmp_path, state)
+  abstract = jax.eval_shape(lambda: state)
+  assert_identical(fd.checkpoint.restore(tmp_path, target=abstract), state)
+  raw = fd.checkpoint.restore(tmp_path)
+  # Without a target: dicts, lists for tuples, None for empty optax states.
+  assert raw['opt_state'][1] is None
+  assert_identical(raw['opt_state'][0]['mu'], state['opt_state'][0].mu)
+  assert_identical(raw['variables'], state['variables'])
+  assert_identical(raw['odd'], state['odd'])
+
+
+def test_train_state_round_trip(tmp_path, key):
+  model = fd.PerPositionDense(3)
+  x = jnp.ones((2, 5, 4))
+  params = model.init(key, x)['params']
+  optimizer = optax.adam(1e-2)
+  trained = train_state.TrainState.create(
+    apply_fn=model.apply, params=params, tx=optimizer
+  )
+  grads = jax.tree.map(jnp.ones_like, params)
+  trained = trained.apply_gradients(grads=grads)
+  fd.checkpoint.save(tmp_path, trained)
+  fresh = train_state.TrainState.create(
+    apply_fn=model.apply, params=params, tx=optimizer
+  )
+  restored = fd.checkpoint.restore(tmp_path, target=fresh)
+  assert isinstance(restored, train_state.TrainState)
+  assert int(restored.step) == 1
+  assert_identical(restored, trained)
+
+
+def test_partitioned_variables_are_saved_unboxed(tmp_path, key):
+  layer = fd.sharding.logically_partitioned(fd.PerPositionDense(3))
+  variables = layer.init(key, jnp.ones((2, 5, 4)))
+  fd.checkpoint.save(tmp_path, variables)
+  plain = fd.PerPositionDense(3).init(key, jnp.ones((2, 5, 4)))
+  restored = fd.checkpoint.restore(tmp_path, target=plain)
+  assert_identical(restored, nn.unbox(variables))
+
+
+def test_versions_keep_only_the_newest(tmp_path):
+  assert fd.checkpoint.latest_step(tmp_path / 'absent') is None
+  assert fd.checkpoint.save(tmp_path, {'w': jnp.zeros(3)}) == 0
+  assert fd.checkpoint.save(tmp_path, {'w': jnp.ones(3)}) == 1
+  assert fd.checkpoint.save(tmp_path, {'w': jnp.full(3, 7.0)}, step=10) == 10
+  assert fd.checkpoint.latest_step(tmp_path) == 10
+  assert sorted(os.listdir(tmp_path)) == ['10']
+  restored = fd.checkpoint.restore(tmp_path, target={'w': jnp.zeros(3)})
+  np.testing.assert_array_equal(restored['w'], 7.0)
+
+
+def test_restore_into_other_shapes_names_the_variable(tmp_path, key):
+  variables = fd.PerPositionDense(3).init(key, jnp.ones((2, 5, 4)))
+  fd.checkpoint.save(tmp_path, variables)
+  other = fd.PerPositionDense(3).init(key, jnp.ones((2, 6, 4)))
+  with pytest.raises(
+    ValueError,
+    match=r'variable params/bias has shape \(5, 3\) in the checkpoint but'
+    r' \(6, 3\) in the target; variable params/kernel has shape \(5, 4, 3\)'
+    r' in the checkpoint but \(6, 4, 3\) in the target',
+  ):
+    fd.checkpoint.restore(tmp_path, target=other)
+
+
+def test_restore_with_other_variables_or_dtypes(tmp_path, key):
+  x = jnp.ones((2, 3))
+  frozen = fd.ConstProduct(weights=[1.0, 2.0, 3.0]).init(key, x)
+  fd.checkpoint.save(tmp_path, frozen)
+  trainable = fd.ConstProduct(trainable=True).init(key, x)
+  with pytest.raises(
+    ValueError,
+    match='the checkpoint has no params/kernel; the target has no'
+    ' constants/kernel',
+  ):
+    fd.checkpoint.restore(tmp_path, target=trainable)
+  half = jax.tree.map(lambda w: w.astype(jnp.bfloat16), frozen)
+  with pytest.raises(
+    ValueError,
+    match='variable constants/kernel has dtype float32 in the checkpoint but'
+    ' bfloat16 in the target',
+  ):
+    fd.checkpoint.restore(tmp_path, target=half)
+
+
+def test_missing_checkpoint_and_bad_steps(tmp_path):
+  with pytest.raises(FileNotFoundError, match='no complete checkpoint in'):
+    fd.checkpoint.restore(tmp_path / 'absent')
+  fd.checkpoint.save(tmp_path, {'w': jnp.zeros(3)}, step=5)
+  with pytest.raises(FileNotFoundError, match=r'no step 4 .* steps \[5\]'):
+    fd.checkpoint.restore(tmp_path, step=4)
+  with pytest.raises(ValueError, match=r'newest step saved in .* \(5\), got 5'):
+    fd.checkpoint.save(tmp_path, {'w': jnp.zeros(3)}, step=5)
+
+
+# A child process that saves a second, large version of the checkpoint and
+# is killed before that save completes. ``hold`` blocks the save at Orbax's
+# commit (the rename of the finished temporary directory), so the kill lands
+# after every byte is written but before the commit, deterministically.
+SAVER = textwrap.dedent(
+  """
+  import sys, time
+  import numpy as np
+  import flax_dense as fd
+  from orbax.checkpoint._src.path import async_path
+
+  path, hold = sys.argv[1], sys.argv[2] == 'hold'
+
+  async def held_rename(*args, **kwargs):
+    print('committing', flush=True)
+    time.sleep(600)
+
+  if hold:
+    async_path.rename = held_rename
+  big = np.random.default_rng(0).standard_normal(2**24, np.float32)
+  print('saving', flush=True)
+  fd.checkpoint.save(path, {'w': big})
+  print('saved', flush=True)
+  """
+)
+
+
+def temporary_bytes(path):
+  """Bytes written so far under the temporary directories in ``path``."""
+  return sum(
+    os.path.getsize(os.path.join(folder, name))
+    for folder, _, names in os.walk(path)
+    if 'tmp' in os.path.relpath(folder, path)
+    for name in names
+  )
+
+
+def kill_saver(path, hold, wait_for):
+  """Starts ``SAVER`` and SIGKILLs it once it prints ``wait_for``."""
+  child = subprocess.Popen(
+    [sys.executable, '-c', SAVER, str(path), 'hold' if hold else 'race'],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    for line in child.stdout:
+      if line.strip() == wait_for:
+        break
+    else:
+      pytest.fail(f'the saver exited before printing {wait_for!r}')
+    # Unheld, kill once the new version's array data is being written.
+    deadline = time.monotonic() + 60
+    while (
+      not hold and time.monotonic() < deadline and temporary_bytes(path) < 2**20
+    ):
+      time.sleep(0.002)
+    child.send_signal(signal.SIGKILL)
+  finally:
+    child.wait()
+  return child.returncode
+
+
+@pytest.mark.parametrize('hold', [True, False], ids=['at_commit', 'mid_write'])
+def test_killed_save_leaves_the_previous_checkpoint(tmp_path, hold):
+  previous = {'w': jnp.arange(2**24, dtype=jnp.float32)}
+  fd.checkpoint.save(tmp_path, {'w': jnp.arange(8, dtype=jnp.float32)})
+  assert kill_saver(tmp_path, hold, 'committing' if hold else 'saving') == (
+    -signal.SIGKILL
+  )
+  step = fd.checkpoint.latest_step(tmp_path)
+  if hold:
+    # The killed save left its temporary directory, never a version.
+    assert step == 0
+    assert any('tmp' in name for name in os.listdir(tmp_path))
+  target = {'w': jnp.zeros(8 if step == 0 else 2**24, jnp.float32)}
+  restored = fd.checkpoint.restore(tmp_path, target=target)
+  if step == 0:
+    np.testing.assert_array_equal(restored['w'], np.arange(8))
+  else:  # The kill came too late: the new version is then complete.
+    expected = np.random.default_rng(0).standard_normal(2**24, np.float32)
+    np.testing.assert_array_equal(restored['w'], expected)
+  # The next save goes through, past the debris.
+  assert fd.checkpoint.save(tmp_path, previous) == step + 1
+  assert_identical(fd.checkpoint.restore(tmp_path, target=previous), previous)
