@@ -17,12 +17,22 @@ def _hard_sigmoid(x: jax.Array) -> jax.Array:
   return jax.nn.relu6(x + 3.0) / 6.0
 
 
+def _gelu(x: jax.Array) -> jax.Array:
+  # Keras 3 default: the exact gelu; JAX's default is the tanh approximation.
+  return jax.nn.gelu(x, approximate=False)
+
+
+def _leaky_relu(x: jax.Array) -> jax.Array:
+  # Keras 3 default slope 0.2; JAX's default is 0.01.
+  return jax.nn.leaky_relu(x, negative_slope=0.2)
+
+
 KERAS_ACTIVATIONS: dict[str, Activation] = {
   'elu': jax.nn.elu,
   'exponential': jnp.exp,
-  'gelu': jax.nn.gelu,
+  'gelu': _gelu,
   'hard_sigmoid': _hard_sigmoid,
-  'leaky_relu': jax.nn.leaky_relu,
+  'leaky_relu': _leaky_relu,
   'linear': _linear,
   'log_softmax': jax.nn.log_softmax,
   'mish': jax.nn.mish,
