@@ -6,9 +6,11 @@ from flax_dense import sharding as sharding
 from flax_dense._src.activations import (
   KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
 )
+from flax_dense._src.attention import AttentionDecoder as AttentionDecoder
 from flax_dense._src.dense import PerPositionDense as PerPositionDense
 from flax_dense._src.masking import Masking as Masking
 from flax_dense._src.masking import compute_mask as compute_mask
+from flax_dense._src.multi_io import MultiIODense as MultiIODense
 from flax_dense._src.product import CONSTANTS as CONSTANTS
 from flax_dense._src.product import ConstProduct as ConstProduct
 from flax_dense._src.summary import LayerSummary as LayerSummary
@@ -18,11 +20,13 @@ from flax_dense._src.summary import summary as summary
 __version__ = '0.1.0'
 
 __all__ = [
+  'AttentionDecoder',
   'CONSTANTS',
   'ConstProduct',
   'KERAS_ACTIVATIONS',
   'LayerSummary',
   'Masking',
+  'MultiIODense',
   'PerPositionDense',
   'Summary',
   'checkpoint',
