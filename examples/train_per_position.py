@@ -32,7 +32,13 @@ def sample(key, true_maps, samples):
 
 
 def train(model, inputs, labels, test_inputs, test_labels, args, name):
-  """Trains ``model`` (logits out) with Adam; returns losses and accuracy."""
+  """Trains ``model`` (logits out) with Adam; returns losses and accuracy.
+
+  With ``--checkpoint-dir``, params, optimizer state and losses are saved
+  every ``--checkpoint-every`` steps and at the end, and training resumes
+  from the newest checkpoint: batches depend on the step only, so a resumed
+  run ends with exactly the parameters of an uninterrupted one.
+  """
   key = jax.random.key(args.seed)
   params = model.init(key, inputs[:1])['params']
   optimizer = optax.adam(args.learning_rate)
@@ -53,14 +59,46 @@ def train(model, inputs, labels, test_inputs, test_labels, args, name):
     logits = model.apply({'params': params}, x)
     return jnp.mean(jnp.argmax(logits, -1) == y)
 
-  losses = []
+  losses, first_step = [], 0
+  checkpoint = args.checkpoint_dir and os.path.join(
+    args.checkpoint_dir, name.replace(' ', '_')
+  )
+  # Checkpoints are saved after a step, so a saved step is at least 1.
+  saved_step = checkpoint and fd.checkpoint.latest_step(checkpoint)
+  if saved_step:
+    first_step = saved_step
+    saved = fd.checkpoint.restore(
+      checkpoint,
+      target={
+        'params': params,
+        'opt_state': opt_state,
+        'losses': jax.ShapeDtypeStruct((first_step,), jnp.float32),
+      },
+    )
+    params, opt_state = saved['params'], saved['opt_state']
+    losses = [float(loss) for loss in saved['losses']]
+    print(f'{name}: resumed at step {first_step} from {checkpoint}')
   batches = inputs.shape[0] // args.batch_size
-  for step in tqdm(range(args.steps), desc=name, disable=args.quiet):
+  for step in tqdm(
+    range(first_step, args.steps),
+    desc=name,
+    disable=args.quiet,
+    initial=first_step,
+    total=args.steps,
+  ):
     start = (step % batches) * args.batch_size
     x = inputs[start : start + args.batch_size]
     y = labels[start : start + args.batch_size]
     params, opt_state, loss = train_step(params, opt_state, x, y)
     losses.append(float(loss))
+    done = step + 1
+    if checkpoint and (done % args.checkpoint_every == 0 or done == args.steps):
+      state = {
+        'params': params,
+        'opt_state': opt_state,
+        'losses': jnp.asarray(losses, jnp.float32),
+      }
+      fd.checkpoint.save(checkpoint, state, step=done)
   return losses, float(accuracy(params, test_inputs, test_labels))
 
 
@@ -97,8 +135,18 @@ def main(argv=None):
   parser.add_argument(
     '--plot', default='outputs/per_position_loss.png', help='loss-curve PNG'
   )
+  parser.add_argument(
+    '--checkpoint-dir',
+    default=None,
+    help='save checkpoints here (one folder per model) and resume from them',
+  )
+  parser.add_argument(
+    '--checkpoint-every', type=int, default=100, help='steps between saves'
+  )
   parser.add_argument('--quiet', action='store_true', help='no progress bar')
   args = parser.parse_args(argv)
+  if args.checkpoint_every < 1:
+    parser.error('--checkpoint-every must be a positive number of steps.')
 
   map_key, train_key, test_key = jax.random.split(jax.random.key(args.seed), 3)
   true_maps = jax.random.normal(
