@@ -7,12 +7,46 @@ from flax_dense._src.activations import (
   KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
 )
 from flax_dense._src.attention import AttentionDecoder as AttentionDecoder
+from flax_dense._src.core import Activation as Activation
+from flax_dense._src.core import Flatten as Flatten
+from flax_dense._src.core import Lambda as Lambda
+from flax_dense._src.core import Permute as Permute
+from flax_dense._src.core import RepeatVector as RepeatVector
+from flax_dense._src.core import Reshape as Reshape
 from flax_dense._src.dense import PerPositionDense as PerPositionDense
+from flax_dense._src.dropout import Dropout as Dropout
+from flax_dense._src.dropout import SpatialDropout1D as SpatialDropout1D
+from flax_dense._src.dropout import SpatialDropout2D as SpatialDropout2D
+from flax_dense._src.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.losses import (
+  masked_sparse_categorical_accuracy as masked_sparse_categorical_accuracy,
+)
+from flax_dense._src.losses import (
+  masked_sparse_categorical_crossentropy as masked_sparse_categorical_crossentropy,
+)
 from flax_dense._src.masking import Masking as Masking
 from flax_dense._src.masking import compute_mask as compute_mask
 from flax_dense._src.multi_io import MultiIODense as MultiIODense
+from flax_dense._src.pooling import (
+  GlobalAveragePooling1D as GlobalAveragePooling1D,
+)
+from flax_dense._src.pooling import GlobalMaxPooling1D as GlobalMaxPooling1D
+from flax_dense._src.pooling import masked_max as masked_max
+from flax_dense._src.pooling import masked_mean as masked_mean
 from flax_dense._src.product import CONSTANTS as CONSTANTS
 from flax_dense._src.product import ConstProduct as ConstProduct
+from flax_dense._src.regularizers import LOSSES as LOSSES
+from flax_dense._src.regularizers import (
+  ActivityRegularization as ActivityRegularization,
+)
+from flax_dense._src.regularizers import collect_losses as collect_losses
+from flax_dense._src.regularizers import constrain as constrain
+from flax_dense._src.regularizers import l1_l2 as l1_l2
+from flax_dense._src.regularizers import max_norm as max_norm
+from flax_dense._src.regularizers import min_max_norm as min_max_norm
+from flax_dense._src.regularizers import non_neg as non_neg
+from flax_dense._src.regularizers import unit_norm as unit_norm
+from flax_dense._src.regularizers import weight_penalty as weight_penalty
 from flax_dense._src.summary import LayerSummary as LayerSummary
 from flax_dense._src.summary import Summary as Summary
 from flax_dense._src.summary import summary as summary
@@ -20,18 +54,44 @@ from flax_dense._src.summary import summary as summary
 __version__ = '0.1.0'
 
 __all__ = [
+  'Activation',
+  'ActivityRegularization',
   'AttentionDecoder',
   'CONSTANTS',
   'ConstProduct',
+  'Dropout',
+  'Flatten',
+  'GlobalAveragePooling1D',
+  'GlobalMaxPooling1D',
   'KERAS_ACTIVATIONS',
+  'LOSSES',
+  'Lambda',
   'LayerSummary',
   'Masking',
   'MultiIODense',
   'PerPositionDense',
+  'Permute',
+  'RepeatVector',
+  'Reshape',
+  'SpatialDropout1D',
+  'SpatialDropout2D',
+  'SpatialDropout3D',
   'Summary',
   'checkpoint',
+  'collect_losses',
   'compute_mask',
+  'constrain',
   'functional',
+  'l1_l2',
+  'masked_max',
+  'masked_mean',
+  'masked_sparse_categorical_accuracy',
+  'masked_sparse_categorical_crossentropy',
+  'max_norm',
+  'min_max_norm',
+  'non_neg',
   'sharding',
   'summary',
+  'unit_norm',
+  'weight_penalty',
 ]

@@ -12,7 +12,12 @@ from flax_dense._src.attention import attention_decoder as attention_decoder
 from flax_dense._src.attention import (
   attention_decoder_shapes as attention_decoder_shapes,
 )
+from flax_dense._src.core import flatten as flatten
+from flax_dense._src.core import permute as permute
+from flax_dense._src.core import repeat_vector as repeat_vector
+from flax_dense._src.core import reshape as reshape
 from flax_dense._src.dense import per_position_dense as per_position_dense
+from flax_dense._src.dropout import dropout as dropout
 from flax_dense._src.masking import masking as masking
 from flax_dense._src.multi_io import multi_io_dense as multi_io_dense
 from flax_dense._src.product import const_product as const_product
@@ -21,8 +26,13 @@ __all__ = [
   'attention_decoder',
   'attention_decoder_shapes',
   'const_product',
+  'dropout',
+  'flatten',
   'masking',
   'multi_io_dense',
   'per_position_dense',
+  'permute',
+  'repeat_vector',
+  'reshape',
   'resolve_activation',
 ]

@@ -11,6 +11,11 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from flax_dense._src.activations import Activation, resolve_activation
 from flax_dense._src.batching import vmap_leading
 from flax_dense._src.checks import stored_shape
+from flax_dense._src.regularizers import (
+  Regularizer,
+  check_regularizer,
+  sow_activity_loss,
+)
 
 # Glorot-uniform with the fans of one position (fan_in = D, fan_out = K):
 # axis 0 (positions) is a batch axis of independent matrices, so every
@@ -93,6 +98,10 @@ class PerPositionDense(nn.Module):
     activation: ``None``, a callable, or a Keras activation name
       (``'softmax'``, ``'tanh'``, ``'relu'``, ...) applied to the outputs;
       ``softmax`` normalises over the features of each position.
+    activity_regularizer: ``None`` or a penalty of the outputs, e.g.
+      ``fd.l1_l2(l2=0.01)``; as in Keras 3 it is divided by the batch size
+      (the leading axis) and sown into the ``losses`` collection, summed by
+      ``fd.collect_losses`` after ``apply(..., mutable=['losses'])``.
   """
 
   features: int
@@ -103,6 +112,7 @@ class PerPositionDense(nn.Module):
   kernel_init: Initializer = default_kernel_init
   bias_init: Initializer = nn.initializers.zeros_init()
   activation: str | Activation | None = None
+  activity_regularizer: Regularizer | None = None
 
   #: Logical axis names of ``kernel`` (P, D, K) and ``bias`` (P, K).
   kernel_axes: ClassVar[tuple[str, ...]] = ('positions', 'embed', 'classes')
@@ -123,6 +133,7 @@ class PerPositionDense(nn.Module):
         shape the parameters were built for.
     """
     activation = resolve_activation(self.activation, 'PerPositionDense')
+    check_regularizer(self.activity_regularizer, 'PerPositionDense')
     if not isinstance(self.features, int) or self.features < 1:
       raise ValueError(
         'PerPositionDense: features must be a positive integer, got'
@@ -163,4 +174,6 @@ class PerPositionDense(nn.Module):
       kernel,
       bias,
     )
-    return activation(outputs)
+    outputs = activation(outputs)
+    sow_activity_loss(self, self.activity_regularizer, outputs)
+    return outputs

@@ -1,0 +1,146 @@
+"""Masked losses and metrics for sequence labelling, reduced as Keras does."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flax_dense._src.pooling import masked_mean
+
+# Keras's backend.epsilon(): probabilities are clipped to [eps, 1 - eps].
+_EPSILON = 1e-7
+
+
+def _check(
+  labels: jax.Array, predictions: jax.Array, mask: jax.Array, caller: str
+) -> None:
+  if predictions.ndim < 1 or labels.shape != predictions.shape[:-1]:
+    raise ValueError(
+      f'{caller}: predictions must be (..., T, classes) and labels (..., T)'
+      f' integers, got predictions of shape {predictions.shape} and labels'
+      f' of shape {labels.shape}.'
+    )
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(
+      f'{caller}: labels must be integer class indices, got dtype'
+      f' {labels.dtype}.'
+    )
+  if mask.shape != labels.shape:
+    raise ValueError(
+      f'{caller}: mask must have the shape of labels {labels.shape}, got'
+      f' {mask.shape}.'
+    )
+
+
+def _mean_over_kept(values: jax.Array, mask: jax.Array) -> jax.Array:
+  """Keras's reduction of a masked loss: sum over kept steps / their count."""
+  return masked_mean(values, mask, axis=tuple(range(mask.ndim)))
+
+
+def masked_sparse_categorical_crossentropy(
+  labels: Any,
+  predictions: Any,
+  mask: Any,
+  from_logits: bool = False,
+) -> jax.Array:
+  """Cross-entropy averaged over the kept steps, as Keras reduces it.
+
+  Keras 3 reduces a loss whose predictions carry a mask (e.g. behind a
+  ``Masking`` layer) to ``sum(mask * loss) / sum(mask)``; this is that
+  reduction of ``sparse_categorical_crossentropy``. Masked steps contribute
+  nothing to the loss or its gradient, whatever their labels and
+  predictions hold (padding, out-of-range labels, NaN), and a fully masked
+  batch gives 0.
+
+  With ``from_logits=False`` the predictions are probabilities, e.g. the
+  outputs of ``PerPositionDense(..., activation='softmax')``; as Keras does,
+  they are renormalised and clipped to ``[1e-7, 1 - 1e-7]`` before the log,
+  so a confidently wrong step costs at most ``-log(1e-7) = 16.1`` and its
+  gradient vanishes. With ``from_logits=True`` (layer ``activation=None``)
+  the loss is ``optax.softmax_cross_entropy_with_integer_labels``, exact
+  for any logits: prefer it for training.
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax.numpy as jnp
+    >>> labels = jnp.array([[0, 1, -1]])                # -1: padding
+    >>> probabilities = jnp.array([[[0.5, 0.5], [0.2, 0.8], [0.0, 0.0]]])
+    >>> mask = labels >= 0
+    >>> fd.masked_sparse_categorical_crossentropy(labels, probabilities, mask)
+    Array(0.45814535, dtype=float32)
+
+  Args:
+    labels: ``(..., T)`` integer classes in ``[0, K)`` at kept steps.
+    predictions: ``(..., T, K)`` probabilities, or logits with
+      ``from_logits``.
+    mask: ``(..., T)``, True (or nonzero) = keep.
+    from_logits: whether ``predictions`` are logits.
+
+  Returns:
+    A scalar.
+
+  Raises:
+    ValueError: if the shapes do not fit together or labels are not
+      integers.
+  """
+  labels, predictions = jnp.asarray(labels), jnp.asarray(predictions)
+  mask = jnp.asarray(mask)
+  _check(labels, predictions, mask, 'masked_sparse_categorical_crossentropy')
+  keep = mask.astype(bool)
+  # Masked steps get harmless values before any math, so that no NaN or
+  # out-of-range label there can leak into the gradient (0 * NaN = NaN).
+  labels = jnp.where(keep, labels, 0)
+  if from_logits:
+    logits = jnp.where(keep[..., None], predictions, 0)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  else:
+    probabilities = jnp.where(keep[..., None], predictions, 1)
+    probabilities = probabilities / jnp.sum(
+      probabilities, axis=-1, keepdims=True
+    )
+    probabilities = jnp.clip(probabilities, _EPSILON, 1 - _EPSILON)
+    log_likelihood = jnp.take_along_axis(
+      jnp.log(probabilities), labels[..., None], axis=-1
+    )
+    losses = -log_likelihood[..., 0]
+  return _mean_over_kept(losses, keep)
+
+
+def masked_sparse_categorical_accuracy(
+  labels: Any, predictions: Any, mask: Any
+) -> jax.Array:
+  """Fraction of kept steps whose arg-max prediction is the label.
+
+  Keras's ``sparse_categorical_accuracy`` metric weighted by the mask:
+  masked steps count neither as hits nor as misses; a fully masked batch
+  gives 0.
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax.numpy as jnp
+    >>> labels = jnp.array([[0, 1, 1]])
+    >>> logits = jnp.array([[[2.0, 1.0], [3.0, 0.0], [0.0, 1.0]]])
+    >>> mask = jnp.array([[True, True, False]])
+    >>> fd.masked_sparse_categorical_accuracy(labels, logits, mask)
+    Array(0.5, dtype=float32)
+
+  Args:
+    labels: ``(..., T)`` integer classes.
+    predictions: ``(..., T, K)`` probabilities or logits.
+    mask: ``(..., T)``, True (or nonzero) = keep.
+
+  Returns:
+    A float32 scalar in [0, 1].
+
+  Raises:
+    ValueError: if the shapes do not fit together or labels are not
+      integers.
+  """
+  labels, predictions = jnp.asarray(labels), jnp.asarray(predictions)
+  mask = jnp.asarray(mask)
+  _check(labels, predictions, mask, 'masked_sparse_categorical_accuracy')
+  hits = jnp.argmax(predictions, axis=-1) == labels
+  return _mean_over_kept(hits.astype(jnp.float32), mask)

@@ -1,0 +1,399 @@
+"""Keras regularizers and constraints, the JAX way.
+
+Keras attaches penalties and projections to layers as hidden state. Here
+they are values and transforms:
+
+- activity penalties (``ActivityRegularization``, the ``activity_regularizer``
+  of :class:`PerPositionDense`) are sown into the ``losses`` collection and
+  summed by :func:`collect_losses`;
+- weight penalties (Keras's ``kernel_regularizer`` / ``bias_regularizer``)
+  are a function of the params, :func:`weight_penalty`, added to the loss;
+- weight constraints (Keras's ``kernel_constraint`` / ``bias_constraint``)
+  are an optax transform, :func:`constrain`, chained after the optimizer.
+"""
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+#: Name of the variable collection that holds sown losses.
+LOSSES = 'losses'
+
+#: A penalty: a function from an array to a scalar.
+Regularizer = Callable[[jax.Array], jax.Array]
+#: A projection of a weight onto a constraint set, same shape in and out.
+Constraint = Callable[[jax.Array], jax.Array]
+
+# Keras's backend.epsilon(), which its norm constraints add to the norm.
+_EPSILON = 1e-7
+
+
+def _check_factor(value: Any, name: str, caller: str) -> float:
+  if (
+    isinstance(value, bool)
+    or not isinstance(value, numbers.Real)
+    or not math.isfinite(value)
+    or value < 0
+  ):
+    raise ValueError(
+      f'{caller}: {name} must be a non-negative finite float, got {value!r}.'
+    )
+  return float(value)
+
+
+def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
+  """The penalty of Keras ``regularizers.L1L2``.
+
+  ``l1 * sum(|x|) + l2 * sum(x ** 2)`` over every entry of ``x``, in the
+  dtype of ``x``. Keras's ``L1(a)`` is ``l1_l2(l1=a)`` and ``L2(a)`` is
+  ``l1_l2(l2=a)``.
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax.numpy as jnp
+    >>> fd.l1_l2(l1=0.1, l2=0.5)(jnp.array([1.0, -2.0]))
+    Array(2.8, dtype=float32)
+
+  Args:
+    l1: factor of the L1 norm, non-negative.
+    l2: factor of the squared L2 norm, non-negative.
+
+  Returns:
+    A function from an array to a scalar.
+
+  Raises:
+    ValueError: if a factor is negative, infinite or not a number.
+  """
+  l1 = _check_factor(l1, 'l1', 'l1_l2')
+  l2 = _check_factor(l2, 'l2', 'l1_l2')
+
+  def regularizer(x: jax.Array) -> jax.Array:
+    penalty = jnp.zeros((), x.dtype)
+    if l1:
+      penalty += jnp.asarray(l1, x.dtype) * jnp.sum(jnp.abs(x))
+    if l2:
+      penalty += jnp.asarray(l2, x.dtype) * jnp.sum(jnp.square(x))
+    return penalty
+
+  return regularizer
+
+
+def check_regularizer(regularizer: Any, layer: str) -> None:
+  """Raises our own error for an ``activity_regularizer`` we cannot call."""
+  if regularizer is not None and not callable(regularizer):
+    raise ValueError(
+      f'{layer}: activity_regularizer must be None or a function from the'
+      f' outputs to a scalar (e.g. fd.l1_l2(l2=0.01)), got {regularizer!r}.'
+    )
+
+
+def sow_activity_loss(
+  module: nn.Module, regularizer: Regularizer | None, outputs: jax.Array
+) -> None:
+  """Sows Keras's activity penalty of ``outputs`` into ``losses``.
+
+  As Keras 3 does, the penalty is divided by the batch size, the size of the
+  leading axis (a scalar output is not divided). Nothing is sown while the
+  model is initialised, so the variables ``init`` returns hold no stale
+  loss for ``apply`` to append to.
+
+  Args:
+    module: the module that sows, under the name ``activity_regularizer``.
+    regularizer: the penalty, or ``None`` for none.
+    outputs: the module's outputs.
+  """
+  if regularizer is None or module.is_initializing():
+    return
+  penalty = regularizer(outputs)
+  if outputs.ndim:
+    penalty = penalty / max(outputs.shape[0], 1)
+  module.sow(LOSSES, 'activity_regularizer', penalty)
+
+
+def collect_losses(state: Mapping[str, Any]) -> jax.Array:
+  """Sums every loss sown into the ``losses`` collection.
+
+  The counterpart of Keras's ``sum(model.losses)``: apply the model with
+  ``mutable=['losses']`` and pass the state it returns. A model that sowed
+  nothing gives 0.
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax.numpy as jnp
+    >>> layer = fd.ActivityRegularization(l1=0.1)
+    >>> y, state = layer.apply({}, jnp.ones((2, 3)), mutable=['losses'])
+    >>> fd.collect_losses(state)  # 0.1 * 6 / batch size 2
+    Array(0.3, dtype=float32)
+
+  Args:
+    state: the mutable state returned by ``apply``, or any mapping of
+      collections; only its ``losses`` collection is read.
+
+  Returns:
+    A scalar: the sum of every leaf of ``state['losses']``.
+
+  Raises:
+    ValueError: if ``state`` is not a mapping of collections.
+  """
+  if not isinstance(state, Mapping):
+    raise ValueError(
+      'collect_losses: state must be the mapping of collections returned by'
+      " model.apply(..., mutable=['losses']), got"
+      f' {type(state).__name__}.'
+    )
+  leaves = jax.tree.leaves(state.get(LOSSES, {}))
+  return sum((jnp.sum(leaf) for leaf in leaves), jnp.zeros(()))
+
+
+def _names(names: str | Sequence[str]) -> tuple[str, ...]:
+  return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _path(key_path: tuple[Any, ...]) -> str:
+  return '/'.join(str(getattr(key, 'key', key)) for key in key_path)
+
+
+def _selects(path: str, names: tuple[str, ...]) -> bool:
+  """Whether ``names`` holds ``path`` or one of its trailing parts."""
+  return any(path == name or path.endswith('/' + name) for name in names)
+
+
+def _check_names(params: Any, names: tuple[str, ...], caller: str) -> None:
+  paths = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  for name in names:
+    if not any(_selects(path, (name,)) for path in paths):
+      raise ValueError(
+        f'{caller}: no parameter is named {name!r} (a name selects the'
+        f' parameters whose path ends with it); the paths are: {paths}.'
+      )
+
+
+def weight_penalty(
+  params: Any,
+  regularizer: Regularizer,
+  names: str | Sequence[str] = 'kernel',
+) -> jax.Array:
+  """Sum of ``regularizer`` over the selected params: Keras's weight losses.
+
+  Keras's ``Dense(..., kernel_regularizer=L2(a))`` adds ``a * sum(w ** 2)``
+  of the kernel to the loss (not divided by the batch size); here that is
+  ``loss + weight_penalty(params, fd.l1_l2(l2=a), 'kernel')``, and
+  ``bias_regularizer`` is ``names='bias'``. A name selects every parameter
+  whose path ends with it: ``'kernel'`` is every kernel,
+  ``'PerPositionDense_0/kernel'`` one layer's.
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax, jax.numpy as jnp
+    >>> params = {'Dense_0': {'kernel': jnp.ones((2, 3)), 'bias': jnp.ones(3)}}
+    >>> fd.weight_penalty(params, fd.l1_l2(l2=0.5), 'kernel')
+    Array(3., dtype=float32)
+
+  Args:
+    params: a pytree of params (e.g. ``variables['params']``).
+    regularizer: the penalty of one parameter, e.g. :func:`l1_l2`.
+    names: parameter names or path suffixes, ``'/'``-separated.
+
+  Returns:
+    A scalar, differentiable with respect to ``params``.
+
+  Raises:
+    ValueError: if a name selects no parameter.
+  """
+  names = _names(names)
+  params = nn.meta.unbox(params)
+  _check_names(params, names, 'weight_penalty')
+  penalties = [
+    regularizer(leaf)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+    if _selects(_path(path), names)
+  ]
+  return sum(penalties[1:], penalties[0])
+
+
+def min_max_norm(
+  min_value: float = 0.0,
+  max_value: float = 1.0,
+  rate: float = 1.0,
+  axis: int | Sequence[int] = 0,
+) -> Constraint:
+  """Keras ``constraints.MinMaxNorm``: norms along ``axis`` kept in a range.
+
+  ``w * (rate * clip(n, min_value, max_value) + (1 - rate) * n) / (eps + n)``
+  with ``n`` the L2 norm of ``w`` along ``axis`` and ``eps = 1e-7``.
+  ``axis=0`` constrains each output unit of a ``(D, K)`` Dense kernel; for a
+  ``(P, D, K)`` :class:`PerPositionDense` kernel the same is ``axis=1``.
+
+  Args:
+    min_value: the smallest norm.
+    max_value: the largest norm.
+    rate: how far to move towards the range in one projection, in [0, 1].
+    axis: axis or axes of the norm.
+
+  Returns:
+    A projection ``w -> w'`` for :func:`constrain`.
+  """
+  axis = axis if isinstance(axis, int) else tuple(axis)
+
+  def constraint(w: jax.Array) -> jax.Array:
+    norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
+    desired = rate * jnp.clip(norms, min_value, max_value) + (1 - rate) * norms
+    return w * (desired / (_EPSILON + norms))
+
+  return constraint
+
+
+def max_norm(
+  max_value: float = 2.0, axis: int | Sequence[int] = 0
+) -> Constraint:
+  """Keras ``constraints.MaxNorm``: norms along ``axis`` at most ``max_value``.
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax.numpy as jnp
+    >>> fd.max_norm(1.0)(jnp.array([[3.0], [4.0]]))
+    Array([[0.6],
+           [0.8]], dtype=float32)
+
+  Args:
+    max_value: the largest norm.
+    axis: axis or axes of the norm, see :func:`min_max_norm`.
+
+  Returns:
+    A projection ``w -> w'`` for :func:`constrain`.
+  """
+  return min_max_norm(0.0, max_value, 1.0, axis)
+
+
+def unit_norm(axis: int | Sequence[int] = 0) -> Constraint:
+  """Keras ``constraints.UnitNorm``: norms along ``axis`` equal to 1.
+
+  Args:
+    axis: axis or axes of the norm, see :func:`min_max_norm`.
+
+  Returns:
+    A projection ``w -> w'`` for :func:`constrain`.
+  """
+  return min_max_norm(1.0, 1.0, 1.0, axis)
+
+
+def non_neg() -> Constraint:
+  """Keras ``constraints.NonNeg``: negative weights set to zero.
+
+  Returns:
+    A projection ``w -> max(w, 0)`` for :func:`constrain`.
+  """
+  return lambda w: jnp.maximum(w, 0)
+
+
+def constrain(
+  constraint: Constraint, names: str | Sequence[str] = 'kernel'
+) -> optax.GradientTransformation:
+  """An optax transform that projects the selected params after each step.
+
+  Keras applies ``kernel_constraint`` to a weight right after the optimizer
+  updates it. Chained last, this transform turns the update ``u`` of each
+  selected parameter ``w`` into ``constraint(w + u) - w``, so that
+  ``optax.apply_updates`` yields the projected weight (up to rounding)::
+
+    optimizer = optax.chain(optax.adam(1e-3), fd.constrain(fd.non_neg()))
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax.numpy as jnp, optax
+    >>> params = {'kernel': jnp.array([0.5, 1.0]), 'bias': jnp.array([0.1])}
+    >>> grads = {'kernel': jnp.array([1.0, 1.0]), 'bias': jnp.array([1.0])}
+    >>> optimizer = optax.chain(optax.sgd(1.0), fd.constrain(fd.non_neg()))
+    >>> updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    >>> optax.apply_updates(params, updates)['kernel']
+    Array([0., 0.], dtype=float32)
+
+  Args:
+    constraint: the projection, e.g. :func:`max_norm`.
+    names: parameter names or path suffixes to constrain, see
+      :func:`weight_penalty`; the others are left alone.
+
+  Returns:
+    A ``GradientTransformation`` whose ``update`` needs ``params``.
+
+  Raises:
+    ValueError: from ``init`` if a name selects no parameter, from
+      ``update`` if ``params`` is not given.
+  """
+  names = _names(names)
+
+  def init_fn(params):
+    _check_names(nn.meta.unbox(params), names, 'constrain')
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(
+        'constrain: the update needs the params, call'
+        ' optimizer.update(grads, state, params).'
+      )
+
+    def project(path, update, param):
+      if not _selects(_path(path), names):
+        return update
+      return constraint(param + update) - param
+
+    return jax.tree_util.tree_map_with_path(project, updates, params), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ActivityRegularization(nn.Module):
+  """Identity that adds an activity penalty, as Keras's layer of that name.
+
+  The outputs are the inputs. The penalty
+  ``(l1 * sum(|x|) + l2 * sum(x ** 2)) / batch_size`` (the batch size is
+  the size of the leading axis, as in Keras 3) is sown into the ``losses``
+  collection when the model is applied with ``mutable=['losses']``;
+  :func:`collect_losses` sums every such loss of a model.
+
+  Example usage::
+
+    >>> import flax_dense as fd
+    >>> import jax.numpy as jnp
+    >>> layer = fd.ActivityRegularization(l2=0.5)
+    >>> y, state = layer.apply({}, jnp.full((4, 5), 2.0), mutable=['losses'])
+    >>> fd.collect_losses(state)  # 0.5 * (20 * 2.0 ** 2) / batch size 4
+    Array(10., dtype=float32)
+
+  Attributes:
+    l1: factor of the L1 norm, non-negative.
+    l2: factor of the squared L2 norm, non-negative.
+  """
+
+  l1: float = 0.0
+  l2: float = 0.0
+
+  def __call__(self, inputs: Any) -> jax.Array:
+    """Returns the inputs and sows their penalty.
+
+    Args:
+      inputs: any shape; the leading axis is the batch axis.
+
+    Returns:
+      ``inputs``, unchanged.
+
+    Raises:
+      ValueError: if ``l1`` or ``l2`` is negative, infinite or not a number.
+    """
+    _check_factor(self.l1, 'l1', 'ActivityRegularization')
+    _check_factor(self.l2, 'l2', 'ActivityRegularization')
+    inputs = jnp.asarray(inputs)
+    sow_activity_loss(self, l1_l2(self.l1, self.l2), inputs)
+    return inputs
