@@ -6,11 +6,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 
-def _manager(path: str | os.PathLike, create: bool) -> ocp.CheckpointManager:
+def _manager(path: str | os.PathLike, create: bool) -> Any:
   """Orbax manager of ``path`` that keeps only its newest complete step."""
+  # Imported here: Orbax takes a second to import, which a program that
+  # never checkpoints should not pay on ``import flax_dense``.
+  import orbax.checkpoint as ocp
+
   directory = os.fspath(path)
   if '://' not in directory:
     directory = os.path.abspath(directory)
@@ -66,6 +69,8 @@ def save(path: str | os.PathLike, tree: Any, step: int | None = None) -> int:
     ValueError: if ``step`` is negative or not greater than the newest
       version already in ``path``.
   """
+  import orbax.checkpoint as ocp
+
   tree = nn.meta.unbox(tree)
   with _manager(path, create=True) as manager:
     latest = manager.latest_step()
@@ -124,6 +129,8 @@ def restore(
       variable of another shape or dtype, e.g. a model built for other
       inputs; the message names the variable and both shapes.
   """
+  import orbax.checkpoint as ocp
+
   if latest_step(path) is None:
     raise FileNotFoundError(
       f'checkpoint.restore: no complete checkpoint in {path}.'
