@@ -107,7 +107,10 @@ def parse(argv):
   parser.add_argument('--learning-rate', type=float, default=1e-2)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument(
-    '--data-parallel', type=int, default=2, help='size of the data mesh axis'
+    '--data-parallel',
+    type=int,
+    default=None,
+    help='size of the data mesh axis (default: 2 for an even device count)',
   )
   parser.add_argument(
     '--model-parallel',
@@ -140,20 +143,21 @@ def main(argv=None):
   ):
     jax.config.update('jax_num_cpu_devices', args.cpu_devices)
   devices = jax.device_count()
-  model_parallel = args.model_parallel or devices // args.data_parallel
-  if args.data_parallel * model_parallel != devices:
+  data_parallel = args.data_parallel or (2 if devices % 2 == 0 else 1)
+  model_parallel = args.model_parallel or devices // data_parallel
+  if data_parallel * model_parallel != devices:
     parser.error(
-      f'--data-parallel {args.data_parallel} x --model-parallel'
-      f' {model_parallel} must equal the {devices} devices.'
+      f'--data-parallel {data_parallel} x --model-parallel {model_parallel}'
+      f' must equal the {devices} devices.'
     )
   for flag, size, parallel in (
-    ('--batch-size', args.batch_size, args.data_parallel),
-    ('--test-samples', args.test_samples, args.data_parallel),
+    ('--batch-size', args.batch_size, data_parallel),
+    ('--test-samples', args.test_samples, data_parallel),
     ('--positions', args.positions, model_parallel),
   ):
     if size % parallel:
       parser.error(f'{flag} {size} must be a multiple of {parallel}.')
-  mesh = make_mesh(args.data_parallel, model_parallel)
+  mesh = make_mesh(data_parallel, model_parallel)
   leader = jax.process_index() == 0
 
   # Every process draws the same data from the seed and feeds its shards.
@@ -221,7 +225,7 @@ def main(argv=None):
       f' {time.perf_counter() - start_time:.1f} s; held-out accuracy'
       f' {held_out:.3f} (chance {1 / args.classes:.3f})'
     )
-  return {'losses': losses, 'accuracy': held_out, 'state': state}
+  return {'losses': losses, 'accuracy': held_out}
 
 
 if __name__ == '__main__':
