@@ -18,6 +18,11 @@ from flax_dense._src.dropout import Dropout as Dropout
 from flax_dense._src.dropout import SpatialDropout1D as SpatialDropout1D
 from flax_dense._src.dropout import SpatialDropout2D as SpatialDropout2D
 from flax_dense._src.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.interop_keras import KerasSequential as KerasSequential
+from flax_dense._src.interop_keras import from_keras as from_keras
+from flax_dense._src.interop_keras import (
+  keras_weights_to_params as keras_weights_to_params,
+)
 from flax_dense._src.losses import (
   masked_sparse_categorical_accuracy as masked_sparse_categorical_accuracy,
 )
@@ -64,6 +69,7 @@ __all__ = [
   'GlobalAveragePooling1D',
   'GlobalMaxPooling1D',
   'KERAS_ACTIVATIONS',
+  'KerasSequential',
   'LOSSES',
   'Lambda',
   'LayerSummary',
@@ -81,7 +87,9 @@ __all__ = [
   'collect_losses',
   'compute_mask',
   'constrain',
+  'from_keras',
   'functional',
+  'keras_weights_to_params',
   'l1_l2',
   'masked_max',
   'masked_mean',
