@@ -12,9 +12,12 @@ from flax_dense._src.pooling import masked_mean
 _EPSILON = 1e-7
 
 
-def _check(
-  labels: jax.Array, predictions: jax.Array, mask: jax.Array, caller: str
-) -> None:
+def _checked(
+  labels: Any, predictions: Any, mask: Any, caller: str
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The arguments as arrays, the mask as booleans, after checking them."""
+  labels, predictions = jnp.asarray(labels), jnp.asarray(predictions)
+  mask = jnp.asarray(mask)
   if predictions.ndim < 1 or labels.shape != predictions.shape[:-1]:
     raise ValueError(
       f'{caller}: predictions must be (..., T, classes) and labels (..., T)'
@@ -31,6 +34,7 @@ def _check(
       f'{caller}: mask must have the shape of labels {labels.shape}, got'
       f' {mask.shape}.'
     )
+  return labels, predictions, mask.astype(bool)
 
 
 def _mean_over_kept(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -85,10 +89,9 @@ def masked_sparse_categorical_crossentropy(
     ValueError: if the shapes do not fit together or labels are not
       integers.
   """
-  labels, predictions = jnp.asarray(labels), jnp.asarray(predictions)
-  mask = jnp.asarray(mask)
-  _check(labels, predictions, mask, 'masked_sparse_categorical_crossentropy')
-  keep = mask.astype(bool)
+  labels, predictions, keep = _checked(
+    labels, predictions, mask, 'masked_sparse_categorical_crossentropy'
+  )
   # Masked steps get harmless values before any math, so that no NaN or
   # out-of-range label there can leak into the gradient (0 * NaN = NaN).
   labels = jnp.where(keep, labels, 0)
@@ -139,8 +142,8 @@ def masked_sparse_categorical_accuracy(
     ValueError: if the shapes do not fit together or labels are not
       integers.
   """
-  labels, predictions = jnp.asarray(labels), jnp.asarray(predictions)
-  mask = jnp.asarray(mask)
-  _check(labels, predictions, mask, 'masked_sparse_categorical_accuracy')
+  labels, predictions, mask = _checked(
+    labels, predictions, mask, 'masked_sparse_categorical_accuracy'
+  )
   hits = jnp.argmax(predictions, axis=-1) == labels
   return _mean_over_kept(hits.astype(jnp.float32), mask)

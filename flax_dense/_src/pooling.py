@@ -11,12 +11,13 @@ from flax_dense._src.core import check_data_format, check_rank
 
 
 def _normalize(
-  inputs: jax.Array,
-  mask: jax.Array,
+  inputs: Any,
+  mask: Any,
   axis: int | Sequence[int],
   caller: str,
-) -> tuple[jax.Array, tuple[int, ...]]:
-  """The mask broadcastable to ``inputs`` and the reduced axes, checked."""
+) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
+  """Inputs, the mask broadcastable to them and the reduced axes, checked."""
+  inputs, mask = jnp.asarray(inputs), jnp.asarray(mask)
   if mask.shape != inputs.shape[: mask.ndim]:
     raise ValueError(
       f'{caller}: mask must have the shape of the leading axes of inputs,'
@@ -35,7 +36,7 @@ def _normalize(
   keep = jnp.reshape(
     mask.astype(bool), mask.shape + (1,) * (inputs.ndim - mask.ndim)
   )
-  return keep, tuple(normalized)
+  return inputs, keep, tuple(normalized)
 
 
 def masked_mean(
@@ -72,8 +73,7 @@ def masked_mean(
     ValueError: if the mask's shape is not that of the leading axes of
       ``inputs``, or an axis is not one of the mask's.
   """
-  inputs, mask = jnp.asarray(inputs), jnp.asarray(mask)
-  keep, axes = _normalize(inputs, mask, axis, 'masked_mean')
+  inputs, keep, axes = _normalize(inputs, mask, axis, 'masked_mean')
   total = jnp.sum(jnp.where(keep, inputs, 0), axis=axes, keepdims=keepdims)
   count = jnp.sum(keep, axis=axes, keepdims=keepdims, dtype=total.dtype)
   return total / jnp.maximum(count, 1)
@@ -113,8 +113,7 @@ def masked_max(
     ValueError: if the mask's shape is not that of the leading axes of
       ``inputs``, or an axis is not one of the mask's.
   """
-  inputs, mask = jnp.asarray(inputs), jnp.asarray(mask)
-  keep, axes = _normalize(inputs, mask, axis, 'masked_max')
+  inputs, keep, axes = _normalize(inputs, mask, axis, 'masked_max')
   if jnp.issubdtype(inputs.dtype, jnp.floating):
     lowest = jnp.finfo(inputs.dtype).min
   else:
