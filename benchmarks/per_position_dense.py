@@ -1,0 +1,606 @@
+"""PerPositionDense against its peers, in one interleaved run on this machine.
+
+Times the forward pass and a full optax training step (forward, backward
+and Adam update, parameters and optimizer state donated) of
+
+- ``fd.PerPositionDense`` (the path chosen automatically for the backend
+  and shape) and ``jax.vmap(fd.functional.per_position_dense)`` (the
+  per-example reference, what the layer compiles to without the fast path),
+- Keras 3 ``EinsumDense('abc,bcd->abd', bias_axes='bd')`` on the JAX backend
+  (``stateless_call`` under ``jax.jit``),
+- Flax ``nn.Einsum``, Flax ``nn.ConvLocal(kernel_size=(1,))``, ``jax.vmap``
+  of ``nn.Dense`` over the positions, and a Python for-loop over positions
+  (run and compile time),
+
+all with the same parameters (every one of them stores a ``(P, D, K)``
+kernel and a ``(P, K)`` bias) and checked to give the same outputs and
+gradients. Implementations are timed in turn within each repeat, after
+warm-ups, and medians are kept, so that other processes sharing the CPU
+slow all of them alike. It also measures the machine (memory bandwidth,
+matmul rate) and reports each time as a fraction of the roofline
+``max(bytes / bandwidth, flops / matmul rate)``, plus compile time against
+P and bfloat16 speed and accuracy.
+
+Usage::
+
+  python benchmarks/per_position_dense.py            # full run, ~10 min
+  python benchmarks/per_position_dense.py --quick    # tiny sizes, < 1 min
+
+Prints a table and writes ``per_position_dense.json`` and
+``per_position_dense.png`` under ``--out`` (default ``benchmarks/results``).
+"""
+
+import argparse
+import datetime
+import functools
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault('KERAS_BACKEND', 'jax')
+
+import flax  # noqa: E402
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import flax_dense as fd  # noqa: E402
+from flax_dense._src import dense_kernels  # noqa: E402
+
+FULL = {
+  'batch_sizes': (8, 64, 256),
+  'positions': (64, 256, 1024, 4096),
+  'base_batch': 64,
+  'base_positions': 1024,
+  'in_features': 256,
+  'features': 10,
+  'repeats': 5,
+  'warmups': 2,
+  'loop_max_positions': 256,
+  'bandwidth_bytes': 256 << 20,
+  'matmul_size': 2048,
+}
+QUICK = {
+  'batch_sizes': (2,),
+  'positions': (4, 8),
+  'base_batch': 2,
+  'base_positions': 8,
+  'in_features': 16,
+  'features': 4,
+  'repeats': 2,
+  'warmups': 1,
+  'loop_max_positions': 8,
+  'bandwidth_bytes': 4 << 20,
+  'matmul_size': 256,
+}
+
+OURS = 'fd.PerPositionDense'
+REFERENCE = 'vmap(per_position_dense)'
+KERAS = 'keras EinsumDense'
+LOOP = 'python for-loop'
+BYTES = 4  # float32
+
+
+# Implementations: ``make(positions, in_features, features)`` returns
+# ``apply(params, x)`` with params ``{'kernel': (P, D, K), 'bias': (P, K)}``.
+
+
+def make_ours(positions, in_features, features, dtype=jnp.float32):
+  layer = fd.PerPositionDense(features, dtype=dtype, param_dtype=dtype)
+  return lambda params, x: layer.apply({'params': params}, x)
+
+
+def make_reference(positions, in_features, features):
+  def apply(params, x):
+    return jax.vmap(fd.functional.per_position_dense, in_axes=(0, None, None))(
+      x, params['kernel'], params['bias']
+    )
+
+  return apply
+
+
+def make_keras(positions, in_features, features):
+  import keras
+
+  layer = keras.layers.EinsumDense(
+    'abc,bcd->abd', output_shape=(positions, features), bias_axes='bd'
+  )
+  layer.build((None, positions, in_features))
+  names = [v.path.split('/')[-1] for v in layer.trainable_variables]
+  assert names == ['kernel', 'bias'], names
+
+  def apply(params, x):
+    outputs, _ = layer.stateless_call([params['kernel'], params['bias']], [], x)
+    return outputs
+
+  return apply
+
+
+def make_flax_einsum(positions, in_features, features):
+  layer = nn.Einsum(
+    shape=(positions, in_features, features), einsum_str='bpd,pdk->bpk'
+  )
+  return lambda params, x: layer.apply({'params': params}, x)
+
+
+def make_conv_local(positions, in_features, features):
+  layer = nn.ConvLocal(features, kernel_size=(1,))
+  return lambda params, x: layer.apply({'params': params}, x)
+
+
+def make_vmap_dense(positions, in_features, features):
+  dense = nn.Dense(features)
+
+  def one_position(x, kernel, bias):
+    return dense.apply({'params': {'kernel': kernel, 'bias': bias}}, x)
+
+  def apply(params, x):
+    return jax.vmap(one_position, in_axes=(1, 0, 0), out_axes=1)(
+      x, params['kernel'], params['bias']
+    )
+
+  return apply
+
+
+def make_loop(positions, in_features, features):
+  def apply(params, x):
+    kernel, bias = params['kernel'], params['bias']
+    return jnp.stack(
+      [x[:, p] @ kernel[p] + bias[p] for p in range(positions)], axis=1
+    )
+
+  return apply
+
+
+IMPLEMENTATIONS = {
+  OURS: make_ours,
+  REFERENCE: make_reference,
+  KERAS: make_keras,
+  'flax nn.Einsum': make_flax_einsum,
+  'flax nn.ConvLocal': make_conv_local,
+  'vmap(nn.Dense)': make_vmap_dense,
+  LOOP: make_loop,
+}
+
+
+def loss_fn(apply, params, x, labels):
+  logits = apply(params, x).astype(jnp.float32)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def compiled(fn, *args, **jit_kwargs):
+  """``(executable, seconds to lower and compile)``."""
+  start = time.perf_counter()
+  executable = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+  return executable, time.perf_counter() - start
+
+
+def timed(fn, *args):
+  """``(outputs, wall seconds, process CPU seconds)`` of one blocking call."""
+  wall, cpu = time.perf_counter(), time.process_time()
+  outputs = jax.block_until_ready(fn(*args))
+  return outputs, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def relative_error(got, want):
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+
+
+def problem(batch, positions, in_features, features, seed=0):
+  rng = np.random.default_rng(seed)
+  bound = math.sqrt(6 / (in_features + features))
+  params = {
+    'kernel': jnp.asarray(
+      rng.uniform(-bound, bound, (positions, in_features, features)),
+      jnp.float32,
+    ),
+    'bias': jnp.asarray(rng.normal(0, 0.1, (positions, features)), jnp.float32),
+  }
+  x = jnp.asarray(
+    rng.standard_normal((batch, positions, in_features)), jnp.float32
+  )
+  labels = jnp.asarray(rng.integers(0, features, (batch, positions)), jnp.int32)
+  return params, x, labels
+
+
+def measure_machine(config):
+  """Best memory read bandwidth (bytes/s) and float32 matmul rate (flop/s)."""
+  data = jnp.ones((config['bandwidth_bytes'] // BYTES,), jnp.float32)
+  reduce, _ = compiled(jnp.sum, data)
+  size = config['matmul_size']
+  a = jnp.ones((size, size), jnp.float32)
+  matmul, _ = compiled(jnp.matmul, a, a)
+  bandwidth, rate = 0.0, 0.0
+  for _ in range(config['warmups'] + 2 * config['repeats']):
+    _, wall, _ = timed(reduce, data)
+    bandwidth = max(bandwidth, data.nbytes / wall)
+    _, wall, _ = timed(matmul, a, a)
+    rate = max(rate, 2 * size**3 / wall)
+  return bandwidth, rate
+
+
+def roofline(batch, positions, in_features, features, machine, program):
+  """Lower bound in seconds: every byte moved once, every flop at peak.
+
+  Forward: read the inputs and weights, write the outputs. Training step:
+  read the inputs twice (forward and kernel gradient), the outputs' three
+  passes (logits, their gradient), and the weights eight times (read, the
+  gradient written, Adam reading weights, two moments and the gradient and
+  writing three); flops of the forward and of the kernel gradient.
+  """
+  bandwidth, rate = machine
+  inputs = batch * positions * in_features
+  weights = positions * (in_features + 1) * features
+  outputs = batch * positions * features
+  flops = 2 * batch * positions * in_features * features
+  if program == 'forward':
+    moved = inputs + weights + outputs
+  else:
+    moved, flops = 2 * inputs + 8 * weights + 3 * outputs, 2 * flops
+  return max(moved * BYTES / bandwidth, flops / rate)
+
+
+def bench_size(batch, positions, config, machine, check_gradients):
+  """Times every implementation at one size; returns their records."""
+  in_features, features = config['in_features'], config['features']
+  params, x, labels = problem(batch, positions, in_features, features)
+  optimizer = optax.adam(1e-3)
+  names = [
+    name
+    for name in IMPLEMENTATIONS
+    if name != LOOP or positions <= config['loop_max_positions']
+  ]
+  runs, records = {}, {}
+  reference = make_reference(positions, in_features, features)
+  expected = jax.jit(reference)(params, x)
+  if check_gradients:
+    expected_grads = jax.jit(jax.grad(functools.partial(loss_fn, reference)))(
+      params, x, labels
+    )
+  for name in names:
+    apply = IMPLEMENTATIONS[name](positions, in_features, features)
+    forward, forward_compile = compiled(apply, params, x)
+
+    def step(params, opt_state, x, labels, apply=apply):
+      loss, grads = jax.value_and_grad(functools.partial(loss_fn, apply))(
+        params, x, labels
+      )
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, loss
+
+    state = (jax.tree.map(jnp.copy, params), optimizer.init(params))
+    train_step, step_compile = compiled(
+      step, *state, x, labels, donate_argnums=(0, 1)
+    )
+    record = {
+      'compile_forward_s': forward_compile,
+      'compile_step_s': step_compile,
+      'output_relative_error': relative_error(forward(params, x), expected),
+      'forward_wall_s': [],
+      'forward_cpu_s': [],
+      'step_wall_s': [],
+      'step_cpu_s': [],
+    }
+    if check_gradients:
+      grads = jax.jit(jax.grad(functools.partial(loss_fn, apply)))(
+        params, x, labels
+      )
+      record['gradient_relative_error'] = max(
+        relative_error(grads[k], expected_grads[k]) for k in ('kernel', 'bias')
+      )
+    runs[name] = [forward, train_step, state]
+    records[name] = record
+  for repeat in range(config['warmups'] + config['repeats']):
+    for name in names:
+      forward, train_step, state = runs[name]
+      _, forward_wall, forward_cpu = timed(forward, params, x)
+      (*state, _), step_wall, step_cpu = timed(train_step, *state, x, labels)
+      runs[name][2] = state
+      if repeat >= config['warmups']:
+        record = records[name]
+        record['forward_wall_s'].append(forward_wall)
+        record['forward_cpu_s'].append(forward_cpu)
+        record['step_wall_s'].append(step_wall)
+        record['step_cpu_s'].append(step_cpu)
+  for record in records.values():
+    for program in ('forward', 'step'):
+      record[f'{program}_median_s'] = statistics.median(
+        record[f'{program}_wall_s']
+      )
+      record[f'{program}_cpu_median_s'] = statistics.median(
+        record[f'{program}_cpu_s']
+      )
+      bound = roofline(
+        batch,
+        positions,
+        in_features,
+        features,
+        machine,
+        'forward' if program == 'forward' else 'step',
+      )
+      record[f'{program}_roofline_s'] = bound
+      record[f'{program}_roofline_fraction'] = (
+        bound / record[f'{program}_median_s']
+      )
+  return records
+
+
+def bench_bfloat16(config, machine):
+  """Speed and accuracy of float32 and bfloat16 at the base size."""
+  batch, positions = config['base_batch'], config['base_positions']
+  in_features, features = config['in_features'], config['features']
+  params, x, labels = problem(batch, positions, in_features, features)
+  low = {k: v.astype(jnp.bfloat16) for k, v in params.items()}
+  x_low = x.astype(jnp.bfloat16)
+  # Exact results for the bfloat16 values: float32 accumulation leaves only
+  # the rounding of the outputs, about 2**-9 of the largest one.
+  exact = np.einsum(
+    'bpd,pdk->bpk',
+    np.asarray(x_low, np.float64),
+    np.asarray(low['kernel'], np.float64),
+  ) + np.asarray(low['bias'], np.float64)
+  exact32 = np.einsum(
+    'bpd,pdk->bpk',
+    np.asarray(x, np.float64),
+    np.asarray(params['kernel'], np.float64),
+  ) + np.asarray(params['bias'], np.float64)
+  variants = {
+    'float32 (auto path)': (
+      make_ours(positions, in_features, features),
+      params,
+      x,
+    ),
+    'bfloat16 (auto path)': (
+      make_ours(positions, in_features, features, jnp.bfloat16),
+      low,
+      x_low,
+    ),
+    'bfloat16 forced through chunks': (
+      lambda p, x: dense_kernels.per_position_dense_chunked(
+        x, p['kernel'], p['bias']
+      ),
+      low,
+      x_low,
+    ),
+  }
+  optimizer = optax.adam(1e-3)
+  records = {}
+  for name, (apply, weights, inputs) in variants.items():
+    forward, _ = compiled(apply, weights, inputs)
+
+    def step(weights, opt_state, inputs, labels, apply=apply):
+      grads = jax.grad(functools.partial(loss_fn, apply))(
+        weights, inputs, labels
+      )
+      updates, opt_state = optimizer.update(grads, opt_state, weights)
+      return optax.apply_updates(weights, updates), opt_state
+
+    state = (jax.tree.map(jnp.copy, weights), optimizer.init(weights))
+    train_step, _ = compiled(
+      step, *state, inputs, labels, donate_argnums=(0, 1)
+    )
+    outputs = np.asarray(forward(weights, inputs), np.float64)
+    want = exact32 if inputs.dtype == jnp.float32 else exact
+    record = {
+      'relative_error_vs_exact': relative_error(outputs, want),
+      'forward_wall_s': [],
+      'step_wall_s': [],
+    }
+    records[name] = (record, forward, train_step, weights, inputs, state)
+  for repeat in range(config['warmups'] + config['repeats']):
+    for name, entry in records.items():
+      record, forward, train_step, weights, inputs, state = entry
+      _, forward_wall, _ = timed(forward, weights, inputs)
+      state, step_wall, _ = timed(train_step, *state, inputs, labels)
+      records[name] = (record, forward, train_step, weights, inputs, state)
+      if repeat >= config['warmups']:
+        record['forward_wall_s'].append(forward_wall)
+        record['step_wall_s'].append(step_wall)
+  result = {}
+  for name, (record, *_) in records.items():
+    record['forward_median_s'] = statistics.median(record['forward_wall_s'])
+    record['step_median_s'] = statistics.median(record['step_wall_s'])
+    result[name] = record
+  return result
+
+
+def machine_info():
+  return {
+    'platform': platform.platform(),
+    'processor': platform.processor() or platform.machine(),
+    'cpu_count': os.cpu_count(),
+    'load_average_1min': os.getloadavg()[0],
+    'jax': jax.__version__,
+    'jaxlib': jaxlib.__version__,
+    'flax': flax.__version__,
+    'optax': optax.__version__,
+    'keras': __import__('keras').__version__,
+    'python': sys.version.split()[0],
+    'backend': jax.default_backend(),
+    'devices': [str(d) for d in jax.devices()],
+  }
+
+
+def print_table(results):
+  header = (
+    f'{"size (B, P)":>13} {"implementation":<26} {"fwd ms":>9}'
+    f' {"step ms":>9} {"fwd x":>6} {"step x":>6} {"fwd roof":>8}'
+    f' {"step roof":>9} {"compile s":>9} {"err":>8}'
+  )
+  print(header)
+  print('-' * len(header))
+  for entry in results['sizes']:
+    size = f'({entry["batch"]}, {entry["positions"]})'
+    keras = entry['implementations'][KERAS]
+    for name, r in entry['implementations'].items():
+      print(
+        f'{size:>13} {name:<26} {r["forward_median_s"] * 1e3:9.2f}'
+        f' {r["step_median_s"] * 1e3:9.2f}'
+        f' {keras["forward_median_s"] / r["forward_median_s"]:6.2f}'
+        f' {keras["step_median_s"] / r["step_median_s"]:6.2f}'
+        f' {r["forward_roofline_fraction"]:8.1%}'
+        f' {r["step_roofline_fraction"]:9.1%}'
+        f' {r["compile_forward_s"] + r["compile_step_s"]:9.2f}'
+        f' {r["output_relative_error"]:8.1e}'
+      )
+      size = ''
+  print(
+    '(x: speed-up over Keras EinsumDense; roof: roofline / time;'
+    ' compile: forward + step; err: relative output error)'
+  )
+  print('\nbfloat16 at the base size:')
+  for name, r in results['bfloat16'].items():
+    print(
+      f'  {name:<32} fwd {r["forward_median_s"] * 1e3:8.2f} ms'
+      f'  step {r["step_median_s"] * 1e3:8.2f} ms'
+      f'  relative error {r["relative_error_vs_exact"]:.1e}'
+    )
+
+
+def plot(results, path):
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  config = results['config']
+  fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+  sweeps = [
+    ('batch', 'positions', config['base_positions'], 'batch B'),
+    ('positions', 'batch', config['base_batch'], 'positions P'),
+  ]
+  for row, (axis, fixed, value, label) in enumerate(sweeps):
+    entries = sorted(
+      (e for e in results['sizes'] if e[fixed] == value),
+      key=lambda e: e[axis],
+    )
+    for column, program in enumerate(('forward', 'step')):
+      ax = axes[row][column]
+      for name in IMPLEMENTATIONS:
+        points = [
+          (e[axis], e['implementations'][name][f'{program}_median_s'] * 1e3)
+          for e in entries
+          if name in e['implementations']
+        ]
+        if points:
+          ax.plot(*zip(*points, strict=True), marker='o', label=name)
+      bound = [
+        (e[axis], e['implementations'][OURS][f'{program}_roofline_s'] * 1e3)
+        for e in entries
+      ]
+      ax.plot(*zip(*bound, strict=True), 'k--', label='roofline')
+      ax.set_xscale('log', base=2)
+      ax.set_yscale('log')
+      ax.set_xlabel(f'{label} ({fixed} = {value})')
+      ax.set_ylabel('median time (ms)')
+      title = 'forward' if program == 'forward' else 'train step (Adam)'
+      ax.set_title(title)
+      ax.grid(True, which='both', alpha=0.3)
+  axes[0][0].legend(fontsize=8)
+  fig.suptitle(
+    'PerPositionDense vs peers, D = {in_features}, K = {features},'
+    ' {cpu} CPUs, JAX {jax}'.format(
+      cpu=results['machine']['cpu_count'],
+      jax=results['machine']['jax'],
+      **config,
+    )
+  )
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument(
+    '--quick', action='store_true', help='tiny sizes, under a minute'
+  )
+  parser.add_argument(
+    '--out',
+    default=os.path.join(os.path.dirname(__file__), 'results'),
+    help='directory for per_position_dense.json and .png',
+  )
+  parser.add_argument('--repeats', type=int, help='timed calls per size')
+  parser.add_argument(
+    '--loop-max-positions',
+    type=int,
+    help='largest P for the Python for-loop (its compile time grows with P)',
+  )
+  args = parser.parse_args(argv)
+  config = dict(QUICK if args.quick else FULL)
+  if args.repeats:
+    config['repeats'] = args.repeats
+  if args.loop_max_positions:
+    config['loop_max_positions'] = args.loop_max_positions
+  os.makedirs(args.out, exist_ok=True)
+  started = time.time()
+  info = machine_info()
+  machine = measure_machine(config)
+  print(
+    f'machine: {info["cpu_count"]} CPUs, JAX {info["jax"]} on'
+    f' {info["backend"]}; read bandwidth {machine[0] / 1e9:.1f} GB/s,'
+    f' matmul {machine[1] / 1e9:.1f} GFLOP/s; load {info["load_average_1min"]}'
+  )
+  sizes = [(b, config['base_positions']) for b in config['batch_sizes']]
+  sizes += [
+    (config['base_batch'], p)
+    for p in config['positions']
+    if (config['base_batch'], p) not in sizes
+  ]
+  results = {
+    'date': datetime.date.today().isoformat(),
+    'command': ' '.join([os.path.basename(sys.executable), *sys.argv]),
+    'machine': info,
+    'config': config,
+    'measured_read_bandwidth_bytes_per_s': machine[0],
+    'measured_matmul_flops_per_s': machine[1],
+    'chunked_path_rule': {
+      'min_chunked_bytes': dense_kernels.MIN_CHUNKED_BYTES,
+      'chunk_bytes': dense_kernels.CHUNK_BYTES,
+    },
+    'sizes': [],
+  }
+  for batch, positions in sizes:
+    print(f'size B={batch} P={positions} ...', flush=True)
+    base = (batch, positions) == (
+      config['base_batch'],
+      config['base_positions'],
+    )
+    records = bench_size(batch, positions, config, machine, base)
+    results['sizes'].append(
+      {
+        'batch': batch,
+        'positions': positions,
+        'in_features': config['in_features'],
+        'features': config['features'],
+        'input_bytes': batch * positions * config['in_features'] * BYTES,
+        'ours_takes_chunks_on_cpu': dense_kernels.prefers_chunks(
+          (batch, positions, config['in_features']), jnp.float32
+        ),
+        'implementations': records,
+      }
+    )
+  print('bfloat16 ...', flush=True)
+  results['bfloat16'] = bench_bfloat16(config, machine)
+  results['load_average_1min_end'] = os.getloadavg()[0]
+  results['seconds'] = time.time() - started
+  print_table(results)
+  json_path = os.path.join(args.out, 'per_position_dense.json')
+  with open(json_path, 'w') as f:
+    json.dump(results, f, indent=1)
+  png_path = os.path.join(args.out, 'per_position_dense.png')
+  plot(results, png_path)
+  print(f'wrote {json_path} and {png_path} in {results["seconds"]:.0f} s')
+  return results
+
+
+if __name__ == '__main__':
+  main()
