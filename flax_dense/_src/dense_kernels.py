@@ -204,17 +204,7 @@ def _kernel_tangent(
   return jnp.transpose(tangent, (2, 0, 1))
 
 
-def _chunked(
-  inputs: jax.Array,
-  kernel: jax.Array,
-  bias: jax.Array | None,
-  precision: PrecisionLike,
-  chunk: int,
-) -> jax.Array:
-  return _forward(inputs, kernel, bias, precision, chunk)
-
-
-_chunked = jax.custom_jvp(_chunked, nondiff_argnums=(3, 4))
+_chunked = jax.custom_jvp(_forward, nondiff_argnums=(3, 4))
 
 
 def _is_zero(tangent) -> bool:
