@@ -129,9 +129,9 @@ class PerPositionDense(nn.Module):
   results to float32 rounding and the same parameters. On CPU, float32
   batches of 16 MiB or more (e.g. ``(64, 1024, 256)``) go through chunks of
   positions (``dense_kernels``): XLA:CPU would otherwise transpose the whole
-  input element by element; from 64 MiB of input the chunks measured 3.7-4.9x
-  faster than Keras 3 ``EinsumDense`` in the forward pass and 2.8-4.8x in
-  training steps, about 2x at 16 MiB. Everywhere else (GPU, TPU, smaller or bfloat16 batches, several
+  input element by element; from 64 MiB of input the chunks measured 2.9-4.9x
+  faster than Keras 3 ``EinsumDense`` in the forward pass and 2.7-4.8x in
+  training steps on a 2-core CPU, about 2x at 16 MiB. Everywhere else (GPU, TPU, smaller or bfloat16 batches, several
   CPU devices) it is ``jax.vmap`` of :func:`per_position_dense`. Figures:
   ``BUILD_NOTES.md``, ``benchmarks/per_position_dense.py``.
 
