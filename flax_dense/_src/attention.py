@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from flax_dense._src.batching import vmap_batch_axes
-from flax_dense._src.checks import stored_shape
+from flax_dense._src.checks import check_positive_int, stored_shape
 
 #: Params initialised with ``kernel_init``; the other matrices are recurrent
 #: (``recurrent_init``) and the ``b_*`` vectors are biases (``bias_init``),
@@ -243,11 +243,7 @@ class AttentionDecoder(nn.Module):
 
   def _check_fields(self) -> None:
     for name in ('units', 'output_dim'):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-          f'AttentionDecoder: {name} must be a positive integer, got {value!r}.'
-        )
+      check_positive_int(getattr(self, name), 'AttentionDecoder', name)
     if not isinstance(self.return_probabilities, bool):
       raise ValueError(
         'AttentionDecoder: return_probabilities must be True or False, got'

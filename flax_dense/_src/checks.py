@@ -1,5 +1,7 @@
 """Shared validation helpers for the modules."""
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -16,3 +18,11 @@ def stored_shape(
   if not module.has_variable(collection, name):
     return None
   return jnp.shape(nn.meta.unbox(module.get_variable(collection, name)))
+
+
+def check_positive_int(value: Any, layer: str, name: str) -> None:
+  """Raises our own error unless ``value`` is a positive ``int`` (not a bool)."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(
+      f'{layer}: {name} must be a positive integer, got {value!r}.'
+    )

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from flax_dense._src import activations
 from flax_dense._src.batching import vmap_leading
+from flax_dense._src.checks import check_positive_int
 
 #: The two layouts of Keras's ``data_format`` argument.
 DATA_FORMATS = ('channels_last', 'channels_first')
@@ -341,10 +342,7 @@ class RepeatVector(nn.Module):
       ValueError: if ``n`` is not a positive integer or ``inputs`` is not of
         rank 2.
     """
-    if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-      raise ValueError(
-        f'RepeatVector: n must be a positive integer, got {self.n!r}.'
-      )
+    check_positive_int(self.n, 'RepeatVector', 'n')
     inputs = jnp.asarray(inputs)
     check_rank(inputs, 2, '(batch, features)', 'RepeatVector')
     return vmap_leading(repeat_vector, inputs, 1, self.n)

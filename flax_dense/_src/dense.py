@@ -12,7 +12,7 @@ from jax import lax
 from flax_dense._src import dense_kernels
 from flax_dense._src.activations import Activation, resolve_activation
 from flax_dense._src.batching import vmap_leading
-from flax_dense._src.checks import stored_shape
+from flax_dense._src.checks import check_positive_int, stored_shape
 from flax_dense._src.regularizers import (
   Regularizer,
   check_regularizer,
@@ -184,11 +184,7 @@ class PerPositionDense(nn.Module):
     """
     activation = resolve_activation(self.activation, 'PerPositionDense')
     check_regularizer(self.activity_regularizer, 'PerPositionDense')
-    if not isinstance(self.features, int) or self.features < 1:
-      raise ValueError(
-        'PerPositionDense: features must be a positive integer, got'
-        f' {self.features!r}.'
-      )
+    check_positive_int(self.features, 'PerPositionDense', 'features')
     inputs = jnp.asarray(inputs)
     if inputs.ndim < 2:
       raise ValueError(

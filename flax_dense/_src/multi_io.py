@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax.typing import Dtype, Initializer, PrecisionLike
 
 from flax_dense._src.batching import vmap_batch_axes
-from flax_dense._src.checks import stored_shape
+from flax_dense._src.checks import check_positive_int, stored_shape
 from flax_dense._src.product import uniform_init
 
 
@@ -100,11 +100,7 @@ class MultiIODense(nn.Module):
         without ``features`` features, leading axes of ``a`` and ``b`` that
         differ, or D differing from the kernel's.
     """
-    if not isinstance(self.features, int) or self.features < 1:
-      raise ValueError(
-        'MultiIODense: features must be a positive integer, got'
-        f' {self.features!r}.'
-      )
+    check_positive_int(self.features, 'MultiIODense', 'features')
     a, b = jnp.asarray(a), jnp.asarray(b)
     if a.ndim < 1 or b.ndim < 1:
       raise ValueError(
