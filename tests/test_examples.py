@@ -43,3 +43,21 @@ def test_const_product_keeps_constants_fixed():
   np.testing.assert_array_equal(
     constants['ConstProduct_0']['kernel'], [0.5, 1.0, 2.0]
   )
+
+
+def test_attention_decoder_learns_to_reverse(tmp_path):
+  pytest.importorskip('matplotlib')
+  plot = tmp_path / 'attention.png'
+  results = load('attention_decoder').main(
+    [
+      '--timesteps=5',
+      '--units=32',
+      '--features=16',
+      '--steps=200',
+      '--test-samples=256',
+      f'--plot={plot}',
+      '--quiet',
+    ]
+  )
+  assert results['digit_accuracy'] > 0.5  # chance is 0.1
+  assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
