@@ -160,3 +160,22 @@ def test_inputs_not_matching_weights(key):
 def test_scalar_input(key):
   with pytest.raises(ValueError, match='ConstProduct: inputs must have shape'):
     fd.ConstProduct([1.0]).init(key, jnp.ones(()))
+
+
+@pytest.mark.parametrize(
+  'weights', [[[0.5, 1.0, 2.0]], np.array([0.5, 1.0, 2.0]), jnp.ones(3)]
+)
+def test_module_with_given_weights_is_hashable_for_nn_jit(weights, key):
+  layer = fd.ConstProduct(weights)
+  assert hash(layer) == hash(fd.ConstProduct(weights))
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.jit(fd.ConstProduct)(weights)(x)
+
+  x = jnp.full((2, 3), 2.0)
+  variables = Model().init(key, x)
+  np.testing.assert_allclose(
+    Model().apply(variables, x), layer.apply(layer.init(key, x), x)
+  )

@@ -25,6 +25,13 @@ def uniform_init(minval: float, maxval: float) -> Initializer:
   return init
 
 
+def _nested_tuple(values: np.ndarray) -> Any:
+  """``values`` as (nested) tuples of Python numbers, or a number."""
+  if values.ndim == 0:
+    return values.item()
+  return tuple(_nested_tuple(row) for row in values)
+
+
 def _given(values: np.ndarray) -> Initializer:
   """Initializer that returns ``values`` whatever the key."""
 
@@ -97,6 +104,16 @@ class ConstProduct(nn.Module):
 
   #: Logical axis name of ``w`` (N,).
   kernel_axes: ClassVar[tuple[str, ...]] = ('embed',)
+
+  def __post_init__(self):
+    # Store concrete weights as nested tuples: a module must be hashable for
+    # transforms such as `nn.jit`, and lists and arrays are not.
+    weights = self.weights
+    if isinstance(weights, list | np.ndarray | jax.Array) and not isinstance(
+      weights, jax.core.Tracer
+    ):
+      object.__setattr__(self, 'weights', _nested_tuple(np.asarray(weights)))
+    super().__post_init__()
 
   def _initial_weights(self, size: int) -> np.ndarray | None:
     if self.weights is None:
