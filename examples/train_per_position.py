@@ -121,17 +121,22 @@ def plot(curves, path):
   plt.close(fig)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def add_task_flags(parser, steps):
+  """The flags of the per-position task and its training budget."""
   parser.add_argument('--positions', type=int, default=64)
   parser.add_argument('--in-features', type=int, default=32)
   parser.add_argument('--classes', type=int, default=10)
   parser.add_argument('--train-samples', type=int, default=8192)
   parser.add_argument('--test-samples', type=int, default=2048)
   parser.add_argument('--batch-size', type=int, default=256)
-  parser.add_argument('--steps', type=int, default=600)
+  parser.add_argument('--steps', type=int, default=steps)
   parser.add_argument('--learning-rate', type=float, default=1e-2)
   parser.add_argument('--seed', type=int, default=0)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  add_task_flags(parser, steps=600)
   parser.add_argument(
     '--plot', default='outputs/per_position_loss.png', help='loss-curve PNG'
   )

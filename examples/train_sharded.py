@@ -39,7 +39,7 @@ from tqdm import tqdm
 import flax_dense as fd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_per_position import sample  # noqa: E402
+from train_per_position import add_task_flags, sample  # noqa: E402
 
 #: Logical axis names of the inputs (batch, positions, features) and labels.
 INPUT_AXES = PartitionSpec('batch', 'positions', 'embed')
@@ -97,15 +97,7 @@ def put(array, mesh, axes):
 
 def parse(argv):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--positions', type=int, default=64)
-  parser.add_argument('--in-features', type=int, default=32)
-  parser.add_argument('--classes', type=int, default=10)
-  parser.add_argument('--train-samples', type=int, default=8192)
-  parser.add_argument('--test-samples', type=int, default=2048)
-  parser.add_argument('--batch-size', type=int, default=256)
-  parser.add_argument('--steps', type=int, default=300)
-  parser.add_argument('--learning-rate', type=float, default=1e-2)
-  parser.add_argument('--seed', type=int, default=0)
+  add_task_flags(parser, steps=300)
   parser.add_argument(
     '--data-parallel',
     type=int,
