@@ -66,6 +66,8 @@ FULL = {
   'loop_max_positions': 256,
   'bandwidth_bytes': 256 << 20,
   'matmul_size': 2048,
+  'calls': 1,
+  'calls_in_program': 1,
 }
 QUICK = {
   'batch_sizes': (2,),
@@ -79,6 +81,18 @@ QUICK = {
   'loop_max_positions': 8,
   'bandwidth_bytes': 4 << 20,
   'matmul_size': 256,
+  'calls': 1,
+  'calls_in_program': 1,
+}
+# On an accelerator a call takes tens of microseconds, less than the Python
+# dispatch of a program: time programs of several calls (see
+# `repeated_programs`), run back to back, and measure the machine at size.
+ACCELERATOR = {
+  'calls': 10,
+  'calls_in_program': 4,
+  'loop_max_positions': 64,
+  'bandwidth_bytes': 1 << 30,
+  'matmul_size': 8192,
 }
 
 OURS = 'fd.PerPositionDense'
@@ -159,6 +173,17 @@ def make_loop(positions, in_features, features):
   return apply
 
 
+def make_pallas(positions, in_features, features):
+  import pallas_per_position  # beside this script
+
+  def apply(params, x):
+    return pallas_per_position.per_position_dense(
+      x, params['kernel'], params['bias']
+    )
+
+  return apply
+
+
 IMPLEMENTATIONS = {
   OURS: make_ours,
   REFERENCE: make_reference,
@@ -168,6 +193,9 @@ IMPLEMENTATIONS = {
   'vmap(nn.Dense)': make_vmap_dense,
   LOOP: make_loop,
 }
+if jax.default_backend() == 'gpu':
+  # The Pallas (Triton) kernels measured against XLA's own lowering.
+  IMPLEMENTATIONS['pallas kernels'] = make_pallas
 
 
 def loss_fn(apply, params, x, labels):
@@ -186,11 +214,55 @@ def compiled(fn, *args, **jit_kwargs):
   return executable, time.perf_counter() - start
 
 
-def timed(fn, *args):
-  """``(outputs, wall seconds, process CPU seconds)`` of one blocking call."""
+def timed(fn, *args, calls=1):
+  """``(outputs, wall seconds, process CPU seconds)`` per call of ``fn``.
+
+  ``calls`` calls are made back to back and waited for once at the end, so
+  that on an accelerator the time is the device's, not the Python dispatch
+  of a single call. A function that returns its updated first arguments
+  (a training step: ``(params, opt_state, loss)``) gets them back on the
+  next call, so donated buffers are never reused.
+  """
   wall, cpu = time.perf_counter(), time.process_time()
-  outputs = jax.block_until_ready(fn(*args))
-  return outputs, time.perf_counter() - wall, time.process_time() - cpu
+  for _ in range(calls):
+    outputs = fn(*args)
+    if isinstance(outputs, tuple):
+      args = (*outputs[:-1], *args[len(outputs) - 1 :])
+  outputs = jax.block_until_ready(outputs)
+  return (
+    outputs,
+    (time.perf_counter() - wall) / calls,
+    (time.process_time() - cpu) / calls,
+  )
+
+
+def replicas(params, x, labels, count):
+  """``count`` parameter sets and batches, each its own arrays."""
+  scales = [1 + i * 1e-6 for i in range(count)]
+  param_sets = [jax.tree.map(lambda a, s=s: a * s, params) for s in scales]
+  return param_sets, [x * s for s in scales], [labels] * count
+
+
+def repeated_programs(apply, step, data):
+  """Programs that call ``apply`` / ``step`` once per replica in ``data``.
+
+  On an accelerator one call of the layer is shorter than the Python
+  dispatch of a program, so the device time per call is measured inside
+  one program: ``forward(param_sets, xs)`` applies the layer to every
+  replica, ``steps(params, opt_state, xs, labels)`` runs one training step
+  on each batch in turn. Every call reads its own arrays, so neither the
+  cache nor XLA can share work between them.
+  """
+
+  def forward(param_sets, xs):
+    return [apply(p, x) for p, x in zip(param_sets, xs, strict=True)]
+
+  def steps(params, opt_state, xs, labels):
+    for x, y in zip(xs, labels, strict=True):
+      params, opt_state, loss = step(params, opt_state, x, y)
+    return params, opt_state, loss
+
+  return jax.jit(forward), jax.jit(steps, donate_argnums=(0, 1))
 
 
 def relative_error(got, want):
@@ -224,9 +296,9 @@ def measure_machine(config):
   matmul, _ = compiled(jnp.matmul, a, a)
   bandwidth, rate = 0.0, 0.0
   for _ in range(config['warmups'] + 2 * config['repeats']):
-    _, wall, _ = timed(reduce, data)
+    _, wall, _ = timed(reduce, data, calls=config['calls'])
     bandwidth = max(bandwidth, data.nbytes / wall)
-    _, wall, _ = timed(matmul, a, a)
+    _, wall, _ = timed(matmul, a, a, calls=config['calls'])
     rate = max(rate, 2 * size**3 / wall)
   return bandwidth, rate
 
@@ -263,6 +335,8 @@ def bench_size(batch, positions, config, machine, check_gradients):
     if name != LOOP or positions <= config['loop_max_positions']
   ]
   runs, records = {}, {}
+  reps = config['calls_in_program']
+  data = replicas(params, x, labels, reps)
   reference = make_reference(positions, in_features, features)
   expected = jax.jit(reference)(params, x)
   if check_gradients:
@@ -300,14 +374,26 @@ def bench_size(batch, positions, config, machine, check_gradients):
       record['gradient_relative_error'] = max(
         relative_error(grads[k], expected_grads[k]) for k in ('kernel', 'bias')
       )
-    runs[name] = [forward, train_step, state]
+    # The for-loop is timed one call per program: compiling it `reps` times
+    # over would take minutes, and its run time dwarfs the dispatch anyway.
+    record['calls_in_program'] = 1 if name == LOOP else reps
+    if record['calls_in_program'] == 1:
+      runs[name] = [forward, (params, x), train_step, (x, labels), state]
+    else:
+      forwards, steps = repeated_programs(apply, step, data)
+      runs[name] = [forwards, data[:2], steps, (data[1], data[2]), state]
     records[name] = record
   for repeat in range(config['warmups'] + config['repeats']):
     for name in names:
-      forward, train_step, state = runs[name]
-      _, forward_wall, forward_cpu = timed(forward, params, x)
-      (*state, _), step_wall, step_cpu = timed(train_step, *state, x, labels)
-      runs[name][2] = state
+      forward, forward_args, train_step, step_data, state = runs[name]
+      calls, per = config['calls'], records[name]['calls_in_program']
+      _, forward_wall, forward_cpu = timed(forward, *forward_args, calls=calls)
+      (*state, _), step_wall, step_cpu = timed(
+        train_step, *state, *step_data, calls=calls
+      )
+      forward_wall, forward_cpu = forward_wall / per, forward_cpu / per
+      step_wall, step_cpu = step_wall / per, step_cpu / per
+      runs[name][4] = state
       if repeat >= config['warmups']:
         record = records[name]
         record['forward_wall_s'].append(forward_wall)
@@ -381,11 +467,11 @@ def bench_bfloat16(config, machine):
     forward, _ = compiled(apply, weights, inputs)
 
     def step(weights, opt_state, inputs, labels, apply=apply):
-      grads = jax.grad(functools.partial(loss_fn, apply))(
+      loss, grads = jax.value_and_grad(functools.partial(loss_fn, apply))(
         weights, inputs, labels
       )
       updates, opt_state = optimizer.update(grads, opt_state, weights)
-      return optax.apply_updates(weights, updates), opt_state
+      return optax.apply_updates(weights, updates), opt_state, loss
 
     state = (jax.tree.map(jnp.copy, weights), optimizer.init(weights))
     train_step, _ = compiled(
@@ -398,13 +484,24 @@ def bench_bfloat16(config, machine):
       'forward_wall_s': [],
       'step_wall_s': [],
     }
-    records[name] = (record, forward, train_step, weights, inputs, state)
+    reps = config['calls_in_program']
+    if reps == 1:
+      programs = (forward, (weights, inputs), train_step, (inputs, labels))
+    else:
+      data = replicas(weights, inputs, labels, reps)
+      programs = (*repeated_programs(apply, step, data), data[:2], data[1:])
+      programs = (programs[0], programs[2], programs[1], programs[3])
+    records[name] = (record, programs, state)
   for repeat in range(config['warmups'] + config['repeats']):
-    for name, entry in records.items():
-      record, forward, train_step, weights, inputs, state = entry
-      _, forward_wall, _ = timed(forward, weights, inputs)
-      state, step_wall, _ = timed(train_step, *state, inputs, labels)
-      records[name] = (record, forward, train_step, weights, inputs, state)
+    for name, (record, programs, state) in records.items():
+      forward, forward_args, train_step, step_data = programs
+      calls, per = config['calls'], config['calls_in_program']
+      _, forward_wall, _ = timed(forward, *forward_args, calls=calls)
+      (*state, _), step_wall, _ = timed(
+        train_step, *state, *step_data, calls=calls
+      )
+      forward_wall, step_wall = forward_wall / per, step_wall / per
+      records[name] = (record, programs, state)
       if repeat >= config['warmups']:
         record['forward_wall_s'].append(forward_wall)
         record['step_wall_s'].append(step_wall)
@@ -540,6 +637,8 @@ def main(argv=None):
   )
   args = parser.parse_args(argv)
   config = dict(QUICK if args.quick else FULL)
+  if jax.default_backend() != 'cpu' and not args.quick:
+    config.update(ACCELERATOR)
   if args.repeats:
     config['repeats'] = args.repeats
   if args.loop_max_positions:
