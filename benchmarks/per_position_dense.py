@@ -21,6 +21,11 @@ matmul rate) and reports each time as a fraction of the roofline
 ``max(bytes / bandwidth, flops / matmul rate)``, plus compile time against
 P and bfloat16 speed and accuracy.
 
+On a GPU it adds the peer ``pallas kernels`` (``pallas_per_position.py``
+beside this script) and times device work rather than Python dispatch:
+each timed program makes several calls, each on its own arrays (see
+``repeated_programs``), and the for-loop runs only up to P = 64.
+
 Usage::
 
   python benchmarks/per_position_dense.py            # full run, ~10 min

@@ -58,3 +58,30 @@ def test_quick_benchmark_writes_json_and_png(tmp_path):
 
   with open(tmp_path / 'per_position_dense.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_accelerator_timing_mode_runs_on_cpu(tmp_path):
+  """The GPU timing (several calls per program, chained steps) on CPU."""
+  code = (
+    'import sys; sys.path.insert(0, sys.argv[1]); import per_position_dense'
+    ' as b; b.QUICK.update(calls=2, calls_in_program=3, batch_sizes=(2,),'
+    " positions=(8,)); b.main(['--quick', '--repeats', '1', '--out',"
+    ' sys.argv[2]])'
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', code, os.path.dirname(SCRIPT), tmp_path],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, KERAS_BACKEND='jax'),
+  )
+  assert result.returncode == 0, result.stdout + result.stderr
+  with open(tmp_path / 'per_position_dense.json') as f:
+    results = json.load(f)
+  assert results['config']['calls_in_program'] == 3
+  [entry] = results['sizes']
+  implementations = entry['implementations']
+  assert implementations['python for-loop']['calls_in_program'] == 1
+  assert implementations['keras EinsumDense']['calls_in_program'] == 3
+  for record in implementations.values():
+    assert record['forward_median_s'] > 0 and record['step_median_s'] > 0

@@ -180,7 +180,9 @@ def test_prefers_chunks_rule():
   assert dense_kernels.prefers_chunks(big, jnp.float32)
   assert dense_kernels.prefers_chunks((4, 16, 1024, 256), jnp.float32)
   assert not dense_kernels.prefers_chunks(big, jnp.bfloat16)
-  assert not dense_kernels.prefers_chunks((8, 1024, 256), jnp.float32)
+  assert dense_kernels.prefers_chunks((8, 1024, 256), jnp.float32)
+  assert dense_kernels.prefers_chunks((1, 1024, 256), jnp.float32)  # 1 MiB
+  assert not dense_kernels.prefers_chunks((1, 1023, 256), jnp.float32)
   assert not dense_kernels.prefers_chunks((1024, 256 * 64), jnp.float32)
 
 
@@ -188,6 +190,8 @@ def test_positions_per_chunk():
   assert dense_kernels.positions_per_chunk((64, 1024, 256), 4) == 32
   assert dense_kernels.positions_per_chunk((256, 1024, 256), 4) == 8
   assert dense_kernels.positions_per_chunk((1, 7, 3), 4) == 7
+  assert dense_kernels.positions_per_chunk((8, 1024, 256), 4) == 64  # capped
+  assert dense_kernels.positions_per_chunk((1, 100, 3), 4) == 64
   assert dense_kernels.positions_per_chunk((4096, 9, 4096), 4) == 1
 
 
@@ -196,6 +200,7 @@ def chunk_every_batch(monkeypatch):
   """Makes the module take the chunked path for any float32 batch."""
   monkeypatch.setattr(dense_kernels, 'MIN_CHUNKED_BYTES', 0)
   monkeypatch.setattr(dense_kernels, 'CHUNK_BYTES', 64)
+  monkeypatch.setattr(dense_kernels, 'MAX_CHUNK_POSITIONS', 2)
 
 
 def uses_chunks(fn, *args):
