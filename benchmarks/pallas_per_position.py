@@ -35,6 +35,9 @@ from jax.experimental.pallas import triton as plt
 #: Smallest dimension of a Triton matrix product.
 _MIN_DOT = 16
 
+#: The static options of every kernel's wrapper.
+_OPTIONS = ('precision', 'block_rows', 'block_in', 'warps', 'interpret')
+
 
 def _block(size: int, largest: int) -> int:
   """The power of two >= ``size`` (at least 16), capped at ``largest``."""
@@ -54,6 +57,27 @@ def _dot(a, b, contracting, precision):
 
 def _iota(size: int, start=0) -> jax.Array:
   return start + lax.broadcasted_iota(jnp.int32, (size,), 0)
+
+
+def _blocks(batch, in_features, features, block_rows, block_in):
+  """Block sizes: powers of two of at least 16, all of K in one block."""
+  return {
+    'block_rows': _block(batch, block_rows),
+    'block_in': _block(in_features, block_in),
+    'block_out': _block(features, 1 << 30),
+  }
+
+
+def _launch(body, operands, out_shape, dtype, grid, blocks, options):
+  """Runs ``body`` over ``grid`` with the block sizes and tile precision."""
+  precision, warps, interpret = options
+  return pl.pallas_call(
+    functools.partial(body, **blocks, precision=precision),
+    out_shape=jax.ShapeDtypeStruct(out_shape, dtype),
+    grid=grid,
+    compiler_params=plt.CompilerParams(num_warps=warps, num_stages=2),
+    interpret=interpret,
+  )(*operands)
 
 
 def _forward_kernel(
@@ -99,10 +123,7 @@ def _forward_kernel(
   )
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=('precision', 'block_rows', 'block_in', 'warps', 'interpret'),
-)
+@functools.partial(jax.jit, static_argnames=_OPTIONS)
 def forward(
   inputs,
   kernel,
@@ -130,32 +151,23 @@ def forward(
   """
   batch, positions, in_features = inputs.shape
   features = kernel.shape[-1]
-  block_rows = _block(batch, block_rows)
-  block_in = _block(in_features, block_in)
-  block_out = _block(features, 1 << 30)
-  kernel_fn = functools.partial(
-    _forward_kernel,
-    block_rows=block_rows,
-    block_in=block_in,
-    block_out=block_out,
-    precision=precision,
-  )
+  blocks = _blocks(batch, in_features, features, block_rows, block_in)
+  body, operands = _forward_kernel, (inputs, kernel, bias)
   if bias is None:
-    kernel_fn = functools.partial(_no_bias, kernel_fn)
-    operands = (inputs, kernel)
-  else:
-    operands = (inputs, kernel, bias)
-  return pl.pallas_call(
-    kernel_fn,
-    out_shape=jax.ShapeDtypeStruct((batch, positions, features), inputs.dtype),
-    grid=(positions, pl.cdiv(batch, block_rows)),
-    compiler_params=plt.CompilerParams(num_warps=warps, num_stages=2),
-    interpret=interpret,
-  )(*operands)
+    body, operands = functools.partial(_no_bias, _forward_kernel), operands[:2]
+  return _launch(
+    body,
+    operands,
+    (batch, positions, features),
+    inputs.dtype,
+    (positions, pl.cdiv(batch, blocks['block_rows'])),
+    blocks,
+    (precision, warps, interpret),
+  )
 
 
-def _no_bias(kernel_fn, x_ref, w_ref, o_ref):
-  kernel_fn(x_ref, w_ref, None, o_ref)
+def _no_bias(kernel_fn, x_ref, w_ref, o_ref, **blocks):
+  kernel_fn(x_ref, w_ref, None, o_ref, **blocks)
 
 
 def _kernel_gradient_kernel(
@@ -196,10 +208,7 @@ def _kernel_gradient_kernel(
   )
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=('precision', 'block_rows', 'block_in', 'warps', 'interpret'),
-)
+@functools.partial(jax.jit, static_argnames=_OPTIONS)
 def kernel_gradient(
   inputs,
   cotangents,
@@ -225,24 +234,16 @@ def kernel_gradient(
   """
   batch, positions, in_features = inputs.shape
   features = cotangents.shape[-1]
-  block_rows = _block(batch, block_rows)
-  block_in = _block(in_features, block_in)
-  block_out = _block(features, 1 << 30)
-  return pl.pallas_call(
-    functools.partial(
-      _kernel_gradient_kernel,
-      block_rows=block_rows,
-      block_in=block_in,
-      block_out=block_out,
-      precision=precision,
-    ),
-    out_shape=jax.ShapeDtypeStruct(
-      (positions, in_features, features), inputs.dtype
-    ),
-    grid=(positions, pl.cdiv(in_features, block_in)),
-    compiler_params=plt.CompilerParams(num_warps=warps, num_stages=2),
-    interpret=interpret,
-  )(inputs, cotangents)
+  blocks = _blocks(batch, in_features, features, block_rows, block_in)
+  return _launch(
+    _kernel_gradient_kernel,
+    (inputs, cotangents),
+    (positions, in_features, features),
+    inputs.dtype,
+    (positions, pl.cdiv(in_features, blocks['block_in'])),
+    blocks,
+    (precision, warps, interpret),
+  )
 
 
 def _inputs_gradient_kernel(
@@ -274,10 +275,7 @@ def _inputs_gradient_kernel(
   )
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=('precision', 'block_rows', 'block_in', 'warps', 'interpret'),
-)
+@functools.partial(jax.jit, static_argnames=_OPTIONS)
 def inputs_gradient(
   cotangents,
   kernel,
@@ -303,28 +301,20 @@ def inputs_gradient(
   """
   batch, positions, features = cotangents.shape
   in_features = kernel.shape[1]
-  block_rows = _block(batch, block_rows)
-  block_in = _block(in_features, block_in)
-  block_out = _block(features, 1 << 30)
-  return pl.pallas_call(
-    functools.partial(
-      _inputs_gradient_kernel,
-      block_rows=block_rows,
-      block_in=block_in,
-      block_out=block_out,
-      precision=precision,
-    ),
-    out_shape=jax.ShapeDtypeStruct(
-      (batch, positions, in_features), kernel.dtype
-    ),
-    grid=(
+  blocks = _blocks(batch, in_features, features, block_rows, block_in)
+  return _launch(
+    _inputs_gradient_kernel,
+    (cotangents, kernel),
+    (batch, positions, in_features),
+    kernel.dtype,
+    (
       positions,
-      pl.cdiv(batch, block_rows),
-      pl.cdiv(in_features, block_in),
+      pl.cdiv(batch, blocks['block_rows']),
+      pl.cdiv(in_features, blocks['block_in']),
     ),
-    compiler_params=plt.CompilerParams(num_warps=warps, num_stages=2),
-    interpret=interpret,
-  )(cotangents, kernel)
+    blocks,
+    (precision, warps, interpret),
+  )
 
 
 @jax.custom_vjp
