@@ -242,10 +242,16 @@ def timed(fn, *args, calls=1):
 
 
 def replicas(params, x, labels, count):
-  """``count`` parameter sets and batches, each its own arrays."""
-  scales = [1 + i * 1e-6 for i in range(count)]
-  param_sets = [jax.tree.map(lambda a, s=s: a * s, params) for s in scales]
-  return param_sets, [x * s for s in scales], [labels] * count
+  """``count`` parameter sets and batches, each its own arrays.
+
+  The first replica is ``params`` and ``x`` themselves; the others are
+  scaled copies.
+  """
+  scales = [1 + i * 1e-6 for i in range(1, count)]
+  param_sets = [params] + [
+    jax.tree.map(lambda a, s=s: a * s, params) for s in scales
+  ]
+  return param_sets, [x] + [x * s for s in scales], [labels] * count
 
 
 def repeated_programs(apply, step, data):
@@ -268,6 +274,42 @@ def repeated_programs(apply, step, data):
     return params, opt_state, loss
 
   return jax.jit(forward), jax.jit(steps, donate_argnums=(0, 1))
+
+
+def timing_programs(apply, step, forward, train_step, data):
+  """``(forward, forward_args, train_step, step_data)`` to time.
+
+  ``data`` is :func:`replicas`' output. With one replica these are the
+  compiled single-call ``forward`` and ``train_step``; with more, the
+  :func:`repeated_programs` of ``apply`` and ``step`` over all of them.
+  """
+  param_sets, xs, labels = data
+  if len(xs) == 1:
+    return forward, (param_sets[0], xs[0]), train_step, (xs[0], labels[0])
+  forwards, steps = repeated_programs(apply, step, data)
+  return forwards, (param_sets, xs), steps, (xs, labels)
+
+
+def time_programs(programs, state, calls):
+  """Times :func:`timing_programs`' programs once, per call of the layer.
+
+  Returns:
+    ``(forward wall s, forward CPU s, step wall s, step CPU s, state)``,
+    ``state`` being the training state after the steps.
+  """
+  forward, forward_args, train_step, step_data = programs
+  per = len(step_data[0])
+  _, forward_wall, forward_cpu = timed(forward, *forward_args, calls=calls)
+  (*state, _), step_wall, step_cpu = timed(
+    train_step, *state, *step_data, calls=calls
+  )
+  return (
+    forward_wall / per,
+    forward_cpu / per,
+    step_wall / per,
+    step_cpu / per,
+    state,
+  )
 
 
 def relative_error(got, want):
@@ -382,23 +424,17 @@ def bench_size(batch, positions, config, machine, check_gradients):
     # The for-loop is timed one call per program: compiling it `reps` times
     # over would take minutes, and its run time dwarfs the dispatch anyway.
     record['calls_in_program'] = 1 if name == LOOP else reps
-    if record['calls_in_program'] == 1:
-      runs[name] = [forward, (params, x), train_step, (x, labels), state]
-    else:
-      forwards, steps = repeated_programs(apply, step, data)
-      runs[name] = [forwards, data[:2], steps, (data[1], data[2]), state]
+    own = [replica[: record['calls_in_program']] for replica in data]
+    programs = timing_programs(apply, step, forward, train_step, own)
+    runs[name] = [programs, state]
     records[name] = record
   for repeat in range(config['warmups'] + config['repeats']):
     for name in names:
-      forward, forward_args, train_step, step_data, state = runs[name]
-      calls, per = config['calls'], records[name]['calls_in_program']
-      _, forward_wall, forward_cpu = timed(forward, *forward_args, calls=calls)
-      (*state, _), step_wall, step_cpu = timed(
-        train_step, *state, *step_data, calls=calls
+      programs, state = runs[name]
+      forward_wall, forward_cpu, step_wall, step_cpu, state = time_programs(
+        programs, state, config['calls']
       )
-      forward_wall, forward_cpu = forward_wall / per, forward_cpu / per
-      step_wall, step_cpu = step_wall / per, step_cpu / per
-      runs[name][4] = state
+      runs[name][1] = state
       if repeat >= config['warmups']:
         record = records[name]
         record['forward_wall_s'].append(forward_wall)
@@ -489,23 +525,14 @@ def bench_bfloat16(config, machine):
       'forward_wall_s': [],
       'step_wall_s': [],
     }
-    reps = config['calls_in_program']
-    if reps == 1:
-      programs = (forward, (weights, inputs), train_step, (inputs, labels))
-    else:
-      data = replicas(weights, inputs, labels, reps)
-      programs = (*repeated_programs(apply, step, data), data[:2], data[1:])
-      programs = (programs[0], programs[2], programs[1], programs[3])
+    data = replicas(weights, inputs, labels, config['calls_in_program'])
+    programs = timing_programs(apply, step, forward, train_step, data)
     records[name] = (record, programs, state)
   for repeat in range(config['warmups'] + config['repeats']):
     for name, (record, programs, state) in records.items():
-      forward, forward_args, train_step, step_data = programs
-      calls, per = config['calls'], config['calls_in_program']
-      _, forward_wall, _ = timed(forward, *forward_args, calls=calls)
-      (*state, _), step_wall, _ = timed(
-        train_step, *state, *step_data, calls=calls
+      forward_wall, _, step_wall, _, state = time_programs(
+        programs, state, config['calls']
       )
-      forward_wall, step_wall = forward_wall / per, step_wall / per
       records[name] = (record, programs, state)
       if repeat >= config['warmups']:
         record['forward_wall_s'].append(forward_wall)
