@@ -212,6 +212,23 @@ def loss_fn(apply, params, x, labels):
   return optax.softmax_cross_entropy(logits, targets).mean()
 
 
+def make_step(apply, optimizer):
+  """An optax training step of :func:`loss_fn` for the implementation ``apply``.
+
+  The step maps ``(params, opt_state, x, labels)`` to ``(params, opt_state,
+  loss)``.
+  """
+
+  def step(params, opt_state, x, labels):
+    loss, grads = jax.value_and_grad(functools.partial(loss_fn, apply))(
+      params, x, labels
+    )
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return step
+
+
 def compiled(fn, *args, **jit_kwargs):
   """``(executable, seconds to lower and compile)``."""
   start = time.perf_counter()
@@ -394,13 +411,7 @@ def bench_size(batch, positions, config, machine, check_gradients):
     apply = IMPLEMENTATIONS[name](positions, in_features, features)
     forward, forward_compile = compiled(apply, params, x)
 
-    def step(params, opt_state, x, labels, apply=apply):
-      loss, grads = jax.value_and_grad(functools.partial(loss_fn, apply))(
-        params, x, labels
-      )
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, loss
-
+    step = make_step(apply, optimizer)
     state = (jax.tree.map(jnp.copy, params), optimizer.init(params))
     train_step, step_compile = compiled(
       step, *state, x, labels, donate_argnums=(0, 1)
@@ -507,13 +518,7 @@ def bench_bfloat16(config, machine):
   for name, (apply, weights, inputs) in variants.items():
     forward, _ = compiled(apply, weights, inputs)
 
-    def step(weights, opt_state, inputs, labels, apply=apply):
-      loss, grads = jax.value_and_grad(functools.partial(loss_fn, apply))(
-        weights, inputs, labels
-      )
-      updates, opt_state = optimizer.update(grads, opt_state, weights)
-      return optax.apply_updates(weights, updates), opt_state, loss
-
+    step = make_step(apply, optimizer)
     state = (jax.tree.map(jnp.copy, weights), optimizer.init(weights))
     train_step, _ = compiled(
       step, *state, inputs, labels, donate_argnums=(0, 1)
