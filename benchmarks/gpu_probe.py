@@ -3,7 +3,7 @@
 Times, for each size, the forward product, the kernel gradient and the
 inputs gradient of the per-position dense layer in several formulations
 (XLA einsum, XLA multiply-and-reduce, XLA on pre-transposed inputs, the
-Pallas kernels of ``flax_dense._src.dense_pallas`` with several block
+Pallas kernels of ``pallas_per_position.py`` with several block
 shapes), checks each against a float64 NumPy reference, and writes the
 figures and the optimized HLO of the XLA forms under ``--out``.
 
@@ -22,7 +22,8 @@ import traceback
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pallas_per_position as dense_pallas
+import pallas_per_position as pallas
+from per_position_dense import relative_error
 
 D, K = 256, 10
 SIZES = ((64, 1024), (8, 1024), (256, 1024), (64, 64), (64, 256), (64, 4096))
@@ -63,11 +64,6 @@ def bench(fn, args_list, calls=10, rounds=5):
     jax.block_until_ready(out)
     times.append((time.perf_counter() - start) / calls / len(args_list))
   return statistics.median(times)
-
-
-def rel(got, want):
-  got = np.asarray(got, np.float64)
-  return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
 
 
 def machine():
@@ -124,7 +120,9 @@ def main():
 
     def record(name, kind, fn, args_list, want, entry=entry, floor=floor):
       try:
-        err = rel(fn(*args_list[0]), want) if want is not None else None
+        err = (
+          relative_error(fn(*args_list[0]), want) if want is not None else None
+        )
         seconds = bench(fn, args_list)
         entry['variants'][name] = {'kind': kind, 's': seconds, 'err': err}
         print(
@@ -165,10 +163,8 @@ def main():
         : 1 + (rows == 64 and inner == 128)
       ]:
         fn = jax.jit(
-          lambda x, w, b, r=rows, i=inner, n=warps, p=precision: (
-            dense_pallas.forward(
-              x, w, b, precision=p, block_rows=r, block_in=i, warps=n
-            )
+          lambda x, w, b, r=rows, i=inner, n=warps, p=precision: pallas.forward(
+            x, w, b, precision=p, block_rows=r, block_in=i, warps=n
           )
         )
         record(
@@ -191,7 +187,7 @@ def main():
     )
     for rows, inner, warps in KERNEL_GRAD_BLOCKS:
       fn = jax.jit(
-        lambda x, g, r=rows, i=inner, n=warps: dense_pallas.kernel_gradient(
+        lambda x, g, r=rows, i=inner, n=warps: pallas.kernel_gradient(
           x, g, block_rows=r, block_in=i, warps=n
         )
       )
@@ -201,7 +197,7 @@ def main():
     record('xla einsum', 'dx', xgrad, gs, want_gx)
     for rows, inner, warps in INPUTS_GRAD_BLOCKS:
       fn = jax.jit(
-        lambda g, w, r=rows, i=inner, n=warps: dense_pallas.inputs_gradient(
+        lambda g, w, r=rows, i=inner, n=warps: pallas.inputs_gradient(
           g, w, block_rows=r, block_in=i, warps=n
         )
       )
