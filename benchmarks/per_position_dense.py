@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import flax_dense as fd  # noqa: E402
-from flax_dense._src import dense_kernels  # noqa: E402
+from flax_dense._src.ops import dense_kernels  # noqa: E402
 
 FULL = {
   'batch_sizes': (8, 64, 256),

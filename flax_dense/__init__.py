@@ -3,58 +3,60 @@
 from flax_dense import checkpoint as checkpoint
 from flax_dense import functional as functional
 from flax_dense import sharding as sharding
-from flax_dense._src.activations import (
-  KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
-)
-from flax_dense._src.attention import AttentionDecoder as AttentionDecoder
-from flax_dense._src.core import Activation as Activation
-from flax_dense._src.core import Flatten as Flatten
-from flax_dense._src.core import Lambda as Lambda
-from flax_dense._src.core import Permute as Permute
-from flax_dense._src.core import RepeatVector as RepeatVector
-from flax_dense._src.core import Reshape as Reshape
-from flax_dense._src.dense import PerPositionDense as PerPositionDense
-from flax_dense._src.dropout import Dropout as Dropout
-from flax_dense._src.dropout import SpatialDropout1D as SpatialDropout1D
-from flax_dense._src.dropout import SpatialDropout2D as SpatialDropout2D
-from flax_dense._src.dropout import SpatialDropout3D as SpatialDropout3D
-from flax_dense._src.interop_keras import KerasSequential as KerasSequential
-from flax_dense._src.interop_keras import from_keras as from_keras
-from flax_dense._src.interop_keras import (
+from flax_dense._src.interop.keras import KerasSequential as KerasSequential
+from flax_dense._src.interop.keras import from_keras as from_keras
+from flax_dense._src.interop.keras import (
   keras_weights_to_params as keras_weights_to_params,
 )
-from flax_dense._src.losses import (
-  masked_sparse_categorical_accuracy as masked_sparse_categorical_accuracy,
-)
-from flax_dense._src.losses import (
-  masked_sparse_categorical_crossentropy as masked_sparse_categorical_crossentropy,
-)
-from flax_dense._src.masking import Masking as Masking
-from flax_dense._src.masking import compute_mask as compute_mask
-from flax_dense._src.multi_io import MultiIODense as MultiIODense
-from flax_dense._src.pooling import (
+from flax_dense._src.linen.attention import AttentionDecoder as AttentionDecoder
+from flax_dense._src.linen.core import Activation as Activation
+from flax_dense._src.linen.core import Flatten as Flatten
+from flax_dense._src.linen.core import Lambda as Lambda
+from flax_dense._src.linen.core import Permute as Permute
+from flax_dense._src.linen.core import RepeatVector as RepeatVector
+from flax_dense._src.linen.core import Reshape as Reshape
+from flax_dense._src.linen.dense import PerPositionDense as PerPositionDense
+from flax_dense._src.linen.dropout import Dropout as Dropout
+from flax_dense._src.linen.dropout import SpatialDropout1D as SpatialDropout1D
+from flax_dense._src.linen.dropout import SpatialDropout2D as SpatialDropout2D
+from flax_dense._src.linen.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.linen.masking import Masking as Masking
+from flax_dense._src.linen.multi_io import MultiIODense as MultiIODense
+from flax_dense._src.linen.pooling import (
   GlobalAveragePooling1D as GlobalAveragePooling1D,
 )
-from flax_dense._src.pooling import GlobalMaxPooling1D as GlobalMaxPooling1D
-from flax_dense._src.pooling import masked_max as masked_max
-from flax_dense._src.pooling import masked_mean as masked_mean
-from flax_dense._src.product import CONSTANTS as CONSTANTS
-from flax_dense._src.product import ConstProduct as ConstProduct
-from flax_dense._src.regularizers import LOSSES as LOSSES
-from flax_dense._src.regularizers import (
+from flax_dense._src.linen.pooling import (
+  GlobalMaxPooling1D as GlobalMaxPooling1D,
+)
+from flax_dense._src.linen.product import ConstProduct as ConstProduct
+from flax_dense._src.linen.regularizers import (
   ActivityRegularization as ActivityRegularization,
 )
-from flax_dense._src.regularizers import collect_losses as collect_losses
-from flax_dense._src.regularizers import constrain as constrain
-from flax_dense._src.regularizers import l1_l2 as l1_l2
-from flax_dense._src.regularizers import max_norm as max_norm
-from flax_dense._src.regularizers import min_max_norm as min_max_norm
-from flax_dense._src.regularizers import non_neg as non_neg
-from flax_dense._src.regularizers import unit_norm as unit_norm
-from flax_dense._src.regularizers import weight_penalty as weight_penalty
+from flax_dense._src.ops.activations import (
+  KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
+)
+from flax_dense._src.ops.losses import (
+  masked_sparse_categorical_accuracy as masked_sparse_categorical_accuracy,
+)
+from flax_dense._src.ops.losses import (
+  masked_sparse_categorical_crossentropy as masked_sparse_categorical_crossentropy,
+)
+from flax_dense._src.ops.masking import compute_mask as compute_mask
+from flax_dense._src.ops.pooling import masked_max as masked_max
+from flax_dense._src.ops.pooling import masked_mean as masked_mean
+from flax_dense._src.ops.regularizers import constrain as constrain
+from flax_dense._src.ops.regularizers import l1_l2 as l1_l2
+from flax_dense._src.ops.regularizers import max_norm as max_norm
+from flax_dense._src.ops.regularizers import min_max_norm as min_max_norm
+from flax_dense._src.ops.regularizers import non_neg as non_neg
+from flax_dense._src.ops.regularizers import unit_norm as unit_norm
+from flax_dense._src.ops.regularizers import weight_penalty as weight_penalty
 from flax_dense._src.summary import LayerSummary as LayerSummary
 from flax_dense._src.summary import Summary as Summary
 from flax_dense._src.summary import summary as summary
+from flax_dense._src.variables import CONSTANTS as CONSTANTS
+from flax_dense._src.variables import LOSSES as LOSSES
+from flax_dense._src.variables import collect_losses as collect_losses
 
 __version__ = '0.1.0'
 

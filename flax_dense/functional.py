@@ -5,22 +5,22 @@ weights as arrays; batch them with ``jax.vmap``. The modules in
 :mod:`flax_dense` own the parameters and do exactly that.
 """
 
-from flax_dense._src.activations import (
+from flax_dense._src.ops.activations import (
   resolve_activation as resolve_activation,
 )
-from flax_dense._src.attention import attention_decoder as attention_decoder
-from flax_dense._src.attention import (
+from flax_dense._src.ops.attention import attention_decoder as attention_decoder
+from flax_dense._src.ops.attention import (
   attention_decoder_shapes as attention_decoder_shapes,
 )
-from flax_dense._src.core import flatten as flatten
-from flax_dense._src.core import permute as permute
-from flax_dense._src.core import repeat_vector as repeat_vector
-from flax_dense._src.core import reshape as reshape
-from flax_dense._src.dense import per_position_dense as per_position_dense
-from flax_dense._src.dropout import dropout as dropout
-from flax_dense._src.masking import masking as masking
-from flax_dense._src.multi_io import multi_io_dense as multi_io_dense
-from flax_dense._src.product import const_product as const_product
+from flax_dense._src.ops.core import flatten as flatten
+from flax_dense._src.ops.core import permute as permute
+from flax_dense._src.ops.core import repeat_vector as repeat_vector
+from flax_dense._src.ops.core import reshape as reshape
+from flax_dense._src.ops.dense import per_position_dense as per_position_dense
+from flax_dense._src.ops.dropout import dropout as dropout
+from flax_dense._src.ops.masking import masking as masking
+from flax_dense._src.ops.multi_io import multi_io_dense as multi_io_dense
+from flax_dense._src.ops.product import const_product as const_product
 
 __all__ = [
   'attention_decoder',

@@ -17,7 +17,7 @@ import pytest
 from jax.test_util import check_grads
 
 import flax_dense as fd
-from flax_dense._src import dense_kernels
+from flax_dense._src.ops import dense_kernels
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 

@@ -10,25 +10,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flax_dense._src.activations import KERAS_ACTIVATIONS
-from flax_dense._src.core import (
+from flax_dense._src.linen.core import (
   Activation,
   Flatten,
   Permute,
   RepeatVector,
   Reshape,
 )
-from flax_dense._src.dense import PerPositionDense
-from flax_dense._src.dropout import (
+from flax_dense._src.linen.dense import PerPositionDense
+from flax_dense._src.linen.dropout import (
   Dropout,
   SpatialDropout1D,
   SpatialDropout2D,
   SpatialDropout3D,
 )
-from flax_dense._src.masking import Masking, compute_mask
-from flax_dense._src.pooling import GlobalAveragePooling1D
-from flax_dense._src.product import CONSTANTS
-from flax_dense._src.regularizers import ActivityRegularization
+from flax_dense._src.linen.masking import Masking
+from flax_dense._src.linen.pooling import GlobalAveragePooling1D
+from flax_dense._src.linen.regularizers import ActivityRegularization
+from flax_dense._src.ops.activations import KERAS_ACTIVATIONS
+from flax_dense._src.ops.masking import compute_mask
+from flax_dense._src.variables import CONSTANTS
 
 # ---------------------------------------------------------------------------
 # Raw weights, pure NumPy.

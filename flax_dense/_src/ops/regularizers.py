@@ -4,26 +4,23 @@ Keras attaches penalties and projections to layers as hidden state. Here
 they are values and transforms:
 
 - activity penalties (``ActivityRegularization``, the ``activity_regularizer``
-  of :class:`PerPositionDense`) are sown into the ``losses`` collection and
-  summed by :func:`collect_losses`;
+  of ``PerPositionDense``) are computed by :func:`activity_penalty`, sown by
+  the layers and summed by ``fd.collect_losses``;
 - weight penalties (Keras's ``kernel_regularizer`` / ``bias_regularizer``)
   are a function of the params, :func:`weight_penalty`, added to the loss;
 - weight constraints (Keras's ``kernel_constraint`` / ``bias_constraint``)
   are an optax transform, :func:`constrain`, chained after the optimizer.
 """
 
-import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax.core import meta
 
-#: Name of the variable collection that holds sown losses.
-LOSSES = 'losses'
+from flax_dense._src import checks
 
 #: A penalty: a function from an array to a scalar.
 Regularizer = Callable[[jax.Array], jax.Array]
@@ -32,19 +29,6 @@ Constraint = Callable[[jax.Array], jax.Array]
 
 # Keras's backend.epsilon(), which its norm constraints add to the norm.
 _EPSILON = 1e-7
-
-
-def _check_factor(value: Any, name: str, caller: str) -> float:
-  if (
-    isinstance(value, bool)
-    or not isinstance(value, numbers.Real)
-    or not math.isfinite(value)
-    or value < 0
-  ):
-    raise ValueError(
-      f'{caller}: {name} must be a non-negative finite float, got {value!r}.'
-    )
-  return float(value)
 
 
 def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
@@ -71,8 +55,8 @@ def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
   Raises:
     ValueError: if a factor is negative, infinite or not a number.
   """
-  l1 = _check_factor(l1, 'l1', 'l1_l2')
-  l2 = _check_factor(l2, 'l2', 'l1_l2')
+  l1 = checks.check_factor(l1, 'l1', 'l1_l2')
+  l2 = checks.check_factor(l2, 'l2', 'l1_l2')
 
   def regularizer(x: jax.Array) -> jax.Array:
     penalty = jnp.zeros((), x.dtype)
@@ -85,72 +69,23 @@ def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
   return regularizer
 
 
-def check_regularizer(regularizer: Any, layer: str) -> None:
-  """Raises our own error for an ``activity_regularizer`` we cannot call."""
-  if regularizer is not None and not callable(regularizer):
-    raise ValueError(
-      f'{layer}: activity_regularizer must be None or a function from the'
-      f' outputs to a scalar (e.g. fd.l1_l2(l2=0.01)), got {regularizer!r}.'
-    )
+def activity_penalty(regularizer: Regularizer, outputs: jax.Array) -> jax.Array:
+  """Keras 3's activity penalty of a layer's ``outputs``.
 
-
-def sow_activity_loss(
-  module: nn.Module, regularizer: Regularizer | None, outputs: jax.Array
-) -> None:
-  """Sows Keras's activity penalty of ``outputs`` into ``losses``.
-
-  As Keras 3 does, the penalty is divided by the batch size, the size of the
-  leading axis (a scalar output is not divided). Nothing is sown while the
-  model is initialised, so the variables ``init`` returns hold no stale
-  loss for ``apply`` to append to.
+  As Keras 3 does, the penalty is divided by the batch size, the size of
+  the leading axis (a scalar output is not divided).
 
   Args:
-    module: the module that sows, under the name ``activity_regularizer``.
-    regularizer: the penalty, or ``None`` for none.
-    outputs: the module's outputs.
+    regularizer: the penalty, e.g. :func:`l1_l2`.
+    outputs: the layer's outputs, ``(B, ...)``.
+
+  Returns:
+    A scalar.
   """
-  if regularizer is None or module.is_initializing():
-    return
   penalty = regularizer(outputs)
   if outputs.ndim:
     penalty = penalty / max(outputs.shape[0], 1)
-  module.sow(LOSSES, 'activity_regularizer', penalty)
-
-
-def collect_losses(state: Mapping[str, Any]) -> jax.Array:
-  """Sums every loss sown into the ``losses`` collection.
-
-  The counterpart of Keras's ``sum(model.losses)``: apply the model with
-  ``mutable=['losses']`` and pass the state it returns. A model that sowed
-  nothing gives 0.
-
-  Example usage::
-
-    >>> import flax_dense as fd
-    >>> import jax.numpy as jnp
-    >>> layer = fd.ActivityRegularization(l1=0.1)
-    >>> y, state = layer.apply({}, jnp.ones((2, 3)), mutable=['losses'])
-    >>> fd.collect_losses(state)  # 0.1 * 6 / batch size 2
-    Array(0.3, dtype=float32)
-
-  Args:
-    state: the mutable state returned by ``apply``, or any mapping of
-      collections; only its ``losses`` collection is read.
-
-  Returns:
-    A scalar: the sum of every leaf of ``state['losses']``.
-
-  Raises:
-    ValueError: if ``state`` is not a mapping of collections.
-  """
-  if not isinstance(state, Mapping):
-    raise ValueError(
-      'collect_losses: state must be the mapping of collections returned by'
-      " model.apply(..., mutable=['losses']), got"
-      f' {type(state).__name__}.'
-    )
-  leaves = jax.tree.leaves(state.get(LOSSES, {}))
-  return sum((jnp.sum(leaf) for leaf in leaves), jnp.zeros(()))
+  return penalty
 
 
 def _names(names: str | Sequence[str]) -> tuple[str, ...]:
@@ -210,7 +145,7 @@ def weight_penalty(
     ValueError: if a name selects no parameter.
   """
   names = _names(names)
-  params = nn.meta.unbox(params)
+  params = meta.unbox(params)
   _check_names(params, names, 'weight_penalty')
   penalties = [
     regularizer(leaf)
@@ -334,7 +269,7 @@ def constrain(
   names = _names(names)
 
   def init_fn(params):
-    _check_names(nn.meta.unbox(params), names, 'constrain')
+    _check_names(meta.unbox(params), names, 'constrain')
     return optax.EmptyState()
 
   def update_fn(updates, state, params=None):
@@ -352,48 +287,3 @@ def constrain(
     return jax.tree_util.tree_map_with_path(project, updates, params), state
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-class ActivityRegularization(nn.Module):
-  """Identity that adds an activity penalty, as Keras's layer of that name.
-
-  The outputs are the inputs. The penalty
-  ``(l1 * sum(|x|) + l2 * sum(x ** 2)) / batch_size`` (the batch size is
-  the size of the leading axis, as in Keras 3) is sown into the ``losses``
-  collection when the model is applied with ``mutable=['losses']``;
-  :func:`collect_losses` sums every such loss of a model.
-
-  Example usage::
-
-    >>> import flax_dense as fd
-    >>> import jax.numpy as jnp
-    >>> layer = fd.ActivityRegularization(l2=0.5)
-    >>> y, state = layer.apply({}, jnp.full((4, 5), 2.0), mutable=['losses'])
-    >>> fd.collect_losses(state)  # 0.5 * (20 * 2.0 ** 2) / batch size 4
-    Array(10., dtype=float32)
-
-  Attributes:
-    l1: factor of the L1 norm, non-negative.
-    l2: factor of the squared L2 norm, non-negative.
-  """
-
-  l1: float = 0.0
-  l2: float = 0.0
-
-  def __call__(self, inputs: Any) -> jax.Array:
-    """Returns the inputs and sows their penalty.
-
-    Args:
-      inputs: any shape; the leading axis is the batch axis.
-
-    Returns:
-      ``inputs``, unchanged.
-
-    Raises:
-      ValueError: if ``l1`` or ``l2`` is negative, infinite or not a number.
-    """
-    _check_factor(self.l1, 'l1', 'ActivityRegularization')
-    _check_factor(self.l2, 'l2', 'ActivityRegularization')
-    inputs = jnp.asarray(inputs)
-    sow_activity_loss(self, l1_l2(self.l1, self.l2), inputs)
-    return inputs

@@ -1,113 +1,18 @@
-"""Keras dropout layers: elementwise and whole feature maps."""
+"""Keras dropout layers for linen: elementwise and whole feature maps."""
 
-import numbers
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src.core import check_data_format, check_rank
-
-
-def dropout(
-  inputs: jax.Array,
-  rate: float,
-  key: jax.Array,
-  noise_shape: Sequence[int] | None = None,
-) -> jax.Array:
-  """Zeroes entries with probability ``rate`` and scales the rest up.
-
-  Kept entries are divided by ``1 - rate`` so that the expected value is
-  unchanged (inverted dropout). Draws exactly as Keras 3's JAX backend
-  (``keras.random.dropout``) and ``flax.linen.Dropout`` do, so the same key
-  drops the same entries. Unlike the other pure functions it needs no batch
-  axis removed: the batch axis is one axis of ``inputs`` like any other.
-
-  Args:
-    inputs: any shape ``S``.
-    rate: fraction of entries to drop, a Python float in [0, 1]; ``0`` is
-      the identity and ``1`` gives zeros (no ``0 / 0``).
-    key: PRNG key of the drop decisions.
-    noise_shape: shape of the drop decisions, broadcast to ``S``: an axis of
-      size 1 shares one decision along it; default ``S``.
-
-  Returns:
-    ``S``, the dtype of ``inputs``.
-  """
-  if rate == 0.0:
-    return inputs
-  if rate == 1.0:
-    return jnp.zeros_like(inputs)
-  keep_prob = 1.0 - rate
-  shape = inputs.shape if noise_shape is None else tuple(noise_shape)
-  keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
-  keep = jnp.broadcast_to(keep, inputs.shape)
-  return jax.lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
-
-
-def _check_rate(rate: Any, layer: str) -> None:
-  if (
-    isinstance(rate, bool)
-    or not isinstance(rate, numbers.Real)
-    or not 0 <= rate <= 1
-  ):
-    raise ValueError(
-      f'{layer}: rate must be a float in [0, 1] (the fraction of inputs to'
-      f' drop), got {rate!r}.'
-    )
-
-
-def resolve_noise_shape(
-  noise_shape: Sequence[int | None] | None,
-  input_shape: tuple[int, ...],
-  layer: str,
-) -> tuple[int, ...]:
-  """Keras's ``noise_shape`` made concrete for inputs of ``input_shape``.
-
-  Args:
-    noise_shape: ``None`` or one entry per input axis, batch axis included:
-      ``None`` takes the input's size, ``1`` shares the drop decision along
-      that axis, any other integer must equal the input's size.
-    input_shape: shape of the inputs.
-    layer: name of the calling layer, used in error messages.
-
-  Returns:
-    The shape of the drop decisions.
-
-  Raises:
-    ValueError: if ``noise_shape`` is not a sequence with one entry per
-      input axis, or an entry is neither ``None``, ``1`` nor the input's
-      size.
-  """
-  if noise_shape is None:
-    return input_shape
-  if isinstance(noise_shape, str) or not isinstance(noise_shape, Sequence):
-    raise ValueError(
-      f'{layer}: noise_shape must be None or a tuple of integers or None,'
-      f' got {noise_shape!r}.'
-    )
-  if len(noise_shape) != len(input_shape):
-    raise ValueError(
-      f'{layer}: noise_shape {tuple(noise_shape)} must have one entry per'
-      f' input axis (batch axis included), but inputs have shape'
-      f' {input_shape}.'
-    )
-  resolved = []
-  for axis, (entry, size) in enumerate(
-    zip(noise_shape, input_shape, strict=True)
-  ):
-    if entry is None:
-      entry = size
-    if isinstance(entry, bool) or entry not in (1, size):
-      raise ValueError(
-        f'{layer}: noise_shape[{axis}] must be None, 1 or the input size'
-        f' {size}, got {entry!r} (noise_shape {tuple(noise_shape)}, inputs'
-        f' of shape {input_shape}).'
-      )
-    resolved.append(int(entry))
-  return tuple(resolved)
+from flax_dense._src import checks
+from flax_dense._src.ops.dropout import (
+  dropout,
+  resolve_noise_shape,
+  spatial_noise_shape,
+)
 
 
 def _drop(
@@ -177,7 +82,7 @@ class Dropout(nn.Module):
 
   def __call__(
     self,
-    inputs: Any,
+    inputs: jax.typing.ArrayLike,
     deterministic: bool | None = None,
     rng: jax.Array | None = None,
   ) -> jax.Array:
@@ -197,7 +102,7 @@ class Dropout(nn.Module):
       ValueError: if ``rate`` is outside [0, 1], ``noise_shape`` does not
         fit the inputs, or ``deterministic`` is given twice or never.
     """
-    _check_rate(self.rate, 'Dropout')
+    checks.check_rate(self.rate, 'Dropout')
     inputs = jnp.asarray(inputs)
     noise_shape = resolve_noise_shape(self.noise_shape, inputs.shape, 'Dropout')
     return _drop(self, inputs, noise_shape, deterministic, rng)
@@ -215,7 +120,7 @@ class _SpatialDropout(nn.Module):
 
   def __call__(
     self,
-    inputs: Any,
+    inputs: jax.typing.ArrayLike,
     deterministic: bool | None = None,
     rng: jax.Array | None = None,
   ) -> jax.Array:
@@ -237,21 +142,11 @@ class _SpatialDropout(nn.Module):
         ``deterministic`` is given twice or never.
     """
     layer = type(self).__name__
-    _check_rate(self.rate, layer)
-    check_data_format(self.data_format, layer)
+    checks.check_rate(self.rate, layer)
     inputs = jnp.asarray(inputs)
-    spatial = ', '.join(f'dim{i + 1}' for i in range(self.spatial_ndim))
-    layout = (
-      f'(batch, {spatial}, channels)'
-      if self.data_format == 'channels_last'
-      else f'(batch, channels, {spatial})'
+    noise_shape = spatial_noise_shape(
+      inputs.shape, self.spatial_ndim, self.data_format, layer
     )
-    check_rank(inputs, self.spatial_ndim + 2, layout, layer)
-    batch, ones = inputs.shape[0], (1,) * self.spatial_ndim
-    if self.data_format == 'channels_last':
-      noise_shape = (batch, *ones, inputs.shape[-1])
-    else:
-      noise_shape = (batch, inputs.shape[1], *ones)
     return _drop(self, inputs, noise_shape, deterministic, rng)
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from flax_dense._src.pooling import masked_mean
+from flax_dense._src.ops.pooling import masked_mean
 
 # Keras's backend.epsilon(): probabilities are clipped to [eps, 1 - eps].
 _EPSILON = 1e-7

@@ -1,13 +1,12 @@
 """Masked reductions and the global pooling layers built on them."""
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src.core import check_data_format, check_rank
+from flax_dense._src import checks
 
 
 def _normalize(
@@ -124,95 +123,44 @@ def masked_max(
   return jnp.where(jnp.any(keep, axis=axes, keepdims=keepdims), largest, 0)
 
 
-class _GlobalPooling1D(nn.Module):
-  """Reduces the steps of ``(B, T, C)`` inputs, skipping masked steps."""
+def global_pooling_1d(
+  reduce: Callable[..., jax.Array],
+  inputs: jax.Array,
+  mask: jax.typing.ArrayLike | None,
+  data_format: str,
+  keepdims: bool,
+  layer: str,
+) -> jax.Array:
+  """The global 1D pooling layers of both front ends, checked.
 
-  data_format: str = 'channels_last'
-  keepdims: bool = False
-
-  reduce: ClassVar[Callable[..., jax.Array]]
-
-  def __call__(self, inputs: Any, mask: Any = None) -> jax.Array:
-    """Pools over the steps.
-
-    Args:
-      inputs: ``(B, T, C)`` for ``'channels_last'`` or ``(B, C, T)`` for
-        ``'channels_first'``.
-      mask: ``(B, T)``, True = keep, or ``None`` to keep every step.
-
-    Returns:
-      ``(B, C)``; with ``keepdims``, ``(B, 1, C)`` or ``(B, C, 1)``.
-
-    Raises:
-      ValueError: for an unknown ``data_format``, inputs not of rank 3, or
-        a mask not of shape ``(B, T)``.
-    """
-    layer = type(self).__name__
-    check_data_format(self.data_format, layer)
-    inputs = jnp.asarray(inputs)
-    channels_first = self.data_format == 'channels_first'
-    layout = 'channels, steps' if channels_first else 'steps, channels'
-    check_rank(inputs, 3, f'(batch, {layout})', layer)
-    if channels_first:
-      inputs = jnp.moveaxis(inputs, 1, 2)
-    steps_shape = inputs.shape[:2]
-    if mask is None:
-      mask = jnp.ones(steps_shape, bool)
-    mask = jnp.asarray(mask)
-    if mask.shape != steps_shape:
-      raise ValueError(
-        f'{layer}: mask must be (batch, steps) = {steps_shape} for inputs of'
-        f' shape {inputs.shape} ({self.data_format}), got {mask.shape}.'
-      )
-    outputs = type(self).reduce(inputs, mask, 1, self.keepdims)
-    if channels_first and self.keepdims:
-      outputs = jnp.moveaxis(outputs, 1, 2)
-    return outputs
-
-
-class GlobalAveragePooling1D(_GlobalPooling1D):
-  """Mean over the steps, as Keras ``GlobalAveragePooling1D`` does.
-
-  With a mask the mean runs over the kept steps only, as in Keras (see
-  :func:`masked_mean`); a fully masked sequence gives 0 instead of NaN.
-
-  Example usage::
-
-    >>> import flax_dense as fd
-    >>> import jax.numpy as jnp
-    >>> x = jnp.array([[[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]]])
-    >>> mask = fd.compute_mask(x)
-    >>> fd.GlobalAveragePooling1D().apply({}, x, mask)
-    Array([[2., 3.]], dtype=float32)
-
-  Attributes:
-    data_format: ``'channels_last'`` for ``(B, T, C)`` inputs or
-      ``'channels_first'`` for ``(B, C, T)``.
+  Args:
+    reduce: :func:`masked_mean` or :func:`masked_max`.
+    inputs: ``(B, T, C)`` for ``'channels_last'`` or ``(B, C, T)``.
+    mask: ``(B, T)``, True = keep, or ``None``.
+    data_format: ``'channels_last'`` or ``'channels_first'``.
     keepdims: whether to keep the steps axis with size 1.
+    layer: name of the calling layer, used in error messages.
+
+  Returns:
+    ``(B, C)``; with ``keepdims``, ``(B, 1, C)`` or ``(B, C, 1)``.
   """
-
-  reduce = staticmethod(masked_mean)
-
-
-class GlobalMaxPooling1D(_GlobalPooling1D):
-  """Maximum over the steps, as Keras ``GlobalMaxPooling1D`` does.
-
-  With a mask the maximum runs over the kept steps only (see
-  :func:`masked_max`), which Keras's layer does not offer: it ignores the
-  mask. Without a mask it is Keras's layer exactly.
-
-  Example usage::
-
-    >>> import flax_dense as fd
-    >>> import jax.numpy as jnp
-    >>> x = jnp.array([[[1.0, 2.0], [3.0, -4.0], [9.0, 9.0]]])
-    >>> fd.GlobalMaxPooling1D().apply({}, x, jnp.array([[True, True, False]]))
-    Array([[3., 2.]], dtype=float32)
-
-  Attributes:
-    data_format: ``'channels_last'`` for ``(B, T, C)`` inputs or
-      ``'channels_first'`` for ``(B, C, T)``.
-    keepdims: whether to keep the steps axis with size 1.
-  """
-
-  reduce = staticmethod(masked_max)
+  checks.check_data_format(data_format, layer)
+  inputs = jnp.asarray(inputs)
+  channels_first = data_format == 'channels_first'
+  layout = 'channels, steps' if channels_first else 'steps, channels'
+  checks.check_rank(inputs, 3, f'(batch, {layout})', layer)
+  if channels_first:
+    inputs = jnp.moveaxis(inputs, 1, 2)
+  steps_shape = inputs.shape[:2]
+  if mask is None:
+    mask = jnp.ones(steps_shape, bool)
+  mask = jnp.asarray(mask)
+  if mask.shape != steps_shape:
+    raise ValueError(
+      f'{layer}: mask must be (batch, steps) = {steps_shape} for inputs of'
+      f' shape {inputs.shape} ({data_format}), got {mask.shape}.'
+    )
+  outputs = reduce(inputs, mask, 1, keepdims)
+  if channels_first and keepdims:
+    outputs = jnp.moveaxis(outputs, 1, 2)
+  return outputs

@@ -1,28 +1,17 @@
-"""Product of inputs scaled by a weight vector, frozen or trainable."""
+"""``ConstProduct`` for linen: a product scaled by frozen or trainable weights."""
 
 from typing import Any, ClassVar
 
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.typing import Dtype, Initializer
 
-from flax_dense._src.batching import vmap_leading
-from flax_dense._src.checks import stored_shape
-
-#: Name of the variable collection that holds frozen (non-trainable) weights.
-CONSTANTS = 'constants'
-
-
-def uniform_init(minval: float, maxval: float) -> Initializer:
-  """Initializer drawing uniformly from ``[minval, maxval)`` (Keras style)."""
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, minval, maxval)
-
-  return init
+from flax_dense._src import checks, initializers
+from flax_dense._src.linen.common import stored_shape
+from flax_dense._src.ops.product import const_product_layer
+from flax_dense._src.variables import CONSTANTS
 
 
 def _nested_tuple(values: np.ndarray) -> Any:
@@ -30,34 +19,6 @@ def _nested_tuple(values: np.ndarray) -> Any:
   if values.ndim == 0:
     return values.item()
   return tuple(_nested_tuple(row) for row in values)
-
-
-def _given(values: np.ndarray) -> Initializer:
-  """Initializer that returns ``values`` whatever the key."""
-
-  def init(key, shape, dtype=jnp.float32):
-    del key
-    return jnp.asarray(values, dtype).reshape(shape)
-
-  return init
-
-
-def const_product(inputs: jax.Array, weights: jax.Array) -> jax.Array:
-  """Product of the inputs scaled elementwise by ``weights``, for one example.
-
-  Args:
-    inputs: ``(N,)``.
-    weights: ``(N,)``.
-
-  Returns:
-    ``(1,)``: ``prod(inputs * weights)``.
-  """
-  chex.assert_equal_shape(
-    (inputs, weights),
-    custom_message='const_product: inputs and weights must both be (N,).',
-  )
-  chex.assert_rank(inputs, 1)
-  return jnp.prod(inputs * weights, axis=-1, keepdims=True)
 
 
 class ConstProduct(nn.Module):
@@ -100,7 +61,7 @@ class ConstProduct(nn.Module):
   trainable: bool = False
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
-  kernel_init: Initializer = uniform_init(-0.05, 0.05)
+  kernel_init: Initializer = initializers.keras_uniform
 
   #: Logical axis name of ``w`` (N,).
   kernel_axes: ClassVar[tuple[str, ...]] = ('embed',)
@@ -115,27 +76,8 @@ class ConstProduct(nn.Module):
       object.__setattr__(self, 'weights', _nested_tuple(np.asarray(weights)))
     super().__post_init__()
 
-  def _initial_weights(self, size: int) -> np.ndarray | None:
-    if self.weights is None:
-      if not self.trainable:
-        raise ValueError(
-          'ConstProduct: frozen weights (trainable=False) need initial'
-          ' values; pass weights=<array of shape (N,) or (1, N)> or set'
-          ' trainable=True.'
-        )
-      return None
-    weights = np.asarray(self.weights)
-    if weights.ndim == 2 and weights.shape[0] == 1:
-      weights = weights[0]
-    if weights.shape != (size,):
-      raise ValueError(
-        f'ConstProduct: weights must have shape ({size},) or (1, {size}) to'
-        f' match inputs with {size} features, got shape {weights.shape}.'
-      )
-    return weights
-
   @nn.compact
-  def __call__(self, inputs: Any) -> jax.Array:
+  def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Applies the scaled product.
 
     Args:
@@ -150,28 +92,21 @@ class ConstProduct(nn.Module):
         stored weights.
     """
     inputs = jnp.asarray(inputs)
-    if inputs.ndim < 1:
-      raise ValueError(
-        'ConstProduct: inputs must have shape (..., N) with rank >= 1, got a'
-        ' scalar.'
-      )
-    size = inputs.shape[-1]
     collection = 'params' if self.trainable else CONSTANTS
     built_shape = stored_shape(self, collection, 'kernel')
-    if built_shape is not None and built_shape != (size,):
-      raise ValueError(
-        f'ConstProduct: inputs of shape {inputs.shape} have {size} features'
-        f' but the weights were built with shape {built_shape}.'
-      )
+    size = checks.const_product_size(inputs.shape, built_shape)
     # Given weights are checked when the layer is built; once built, the
     # stored (possibly restored) values are the truth.
-    initial = None if built_shape else self._initial_weights(size)
+    initial = None
+    if built_shape is None:
+      initial = checks.const_product_weights(self.weights, self.trainable, size)
     if self.trainable:
-      init_fn = self.kernel_init if initial is None else _given(initial)
+      init_fn = (
+        self.kernel_init if initial is None else initializers.given(initial)
+      )
       weights = self.param('kernel', init_fn, (size,), self.param_dtype)
     else:
       weights = self.variable(
         CONSTANTS, 'kernel', lambda: jnp.asarray(initial, self.param_dtype)
       ).value
-    inputs, weights = nn.dtypes.promote_dtype(inputs, weights, dtype=self.dtype)
-    return vmap_leading(const_product, inputs, 1, weights)
+    return const_product_layer(inputs, weights, self.dtype)

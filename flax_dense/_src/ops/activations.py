@@ -5,7 +5,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-Activation = Callable[[jax.Array], jax.Array]
+ActivationFunction = Callable[[jax.Array], jax.Array]
 
 
 def _linear(x: jax.Array) -> jax.Array:
@@ -27,7 +27,7 @@ def _leaky_relu(x: jax.Array) -> jax.Array:
   return jax.nn.leaky_relu(x, negative_slope=0.2)
 
 
-KERAS_ACTIVATIONS: dict[str, Activation] = {
+KERAS_ACTIVATIONS: dict[str, ActivationFunction] = {
   'elu': jax.nn.elu,
   'exponential': jnp.exp,
   'gelu': _gelu,
@@ -50,8 +50,8 @@ KERAS_ACTIVATIONS: dict[str, Activation] = {
 
 
 def resolve_activation(
-  activation: str | Activation | None, layer: str
-) -> Activation:
+  activation: str | ActivationFunction | None, layer: str
+) -> ActivationFunction:
   """Returns the function for a Keras activation name or callable.
 
   Args:

@@ -1,0 +1,1 @@
+"""Keras interop: weights, model import."""

@@ -1,0 +1,1 @@
+"""The linen front end: one module per layer, over the pure core."""

@@ -1,0 +1,1 @@
+"""The NNX front end: one module per layer, over the pure core."""

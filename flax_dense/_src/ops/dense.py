@@ -1,0 +1,115 @@
+"""Per-position dense: one weight matrix for every position."""
+
+from collections.abc import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+from flax.typing import Dtype, PrecisionLike
+from jax import lax
+
+from flax_dense._src.ops import dense_kernels
+from flax_dense._src.ops.batching import vmap_leading
+
+
+def per_position_dense(
+  inputs: jax.Array,
+  kernel: jax.Array,
+  bias: jax.Array | None = None,
+  precision: PrecisionLike = None,
+) -> jax.Array:
+  """Multiplies every position by its own matrix, for one example.
+
+  ``y[p] = inputs[p] @ kernel[p] + bias[p]``.
+
+  Args:
+    inputs: ``(P, D)``.
+    kernel: ``(P, D, K)``.
+    bias: ``(P, K)`` or ``None``.
+    precision: passed to the contraction.
+
+  Returns:
+    ``(P, K)``.
+  """
+  positions, in_features, features = kernel.shape
+  chex.assert_shape(
+    inputs,
+    (positions, in_features),
+    custom_message='per_position_dense: inputs must be (P, D).',
+  )
+  outputs = jnp.einsum('pd,pdk->pk', inputs, kernel, precision=precision)
+  if bias is not None:
+    chex.assert_shape(
+      bias,
+      (positions, features),
+      custom_message='per_position_dense: bias must be (P, K).',
+    )
+    outputs = outputs + bias
+  return outputs
+
+
+def _per_position_dense_leading(
+  inputs: jax.Array,
+  kernel: jax.Array,
+  bias: jax.Array | None,
+  precision: PrecisionLike,
+) -> jax.Array:
+  """:func:`per_position_dense` over every leading axis of ``(..., P, D)``.
+
+  The path is chosen by backend and shape, with equal results to float
+  rounding: on CPU, batches that
+  :func:`~flax_dense._src.ops.dense_kernels.prefers_chunks` go through
+  chunks of positions; everywhere else ``jax.vmap`` of the per-example
+  function.
+  """
+
+  def reference(inputs, kernel, bias):
+    return vmap_leading(
+      lambda x, k, b: per_position_dense(x, k, b, precision),
+      inputs,
+      2,
+      kernel,
+      bias,
+    )
+
+  if not dense_kernels.prefers_chunks(inputs.shape, inputs.dtype):
+    return reference(inputs, kernel, bias)
+
+  def chunked(inputs, kernel, bias):
+    flat = jnp.reshape(inputs, (-1, *inputs.shape[-2:]))
+    outputs = dense_kernels.per_position_dense_chunked(
+      flat, kernel, bias, precision
+    )
+    return jnp.reshape(outputs, (*inputs.shape[:-1], outputs.shape[-1]))
+
+  return lax.platform_dependent(
+    inputs, kernel, bias, cpu=chunked, default=reference
+  )
+
+
+def per_position_dense_layer(
+  inputs: jax.Array,
+  kernel: jax.Array,
+  bias: jax.Array | None,
+  activation: Callable[[jax.Array], jax.Array],
+  dtype: Dtype | None = None,
+  precision: PrecisionLike = None,
+) -> jax.Array:
+  """The ``PerPositionDense`` layer of both front ends, over a batch.
+
+  Args:
+    inputs: ``(..., P, D)``, already checked against ``kernel``.
+    kernel: ``(P, D, K)``.
+    bias: ``(P, K)`` or ``None``.
+    activation: applied to the outputs.
+    dtype: the computation dtype, or ``None`` to infer it.
+    precision: passed to the contraction.
+
+  Returns:
+    ``(..., P, K)``.
+  """
+  inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=dtype)
+  return activation(
+    _per_position_dense_leading(inputs, kernel, bias, precision)
+  )

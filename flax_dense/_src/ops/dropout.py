@@ -1,0 +1,134 @@
+"""Dropout, elementwise and of whole feature maps: draws and noise shapes."""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from flax_dense._src import checks
+
+
+def dropout(
+  inputs: jax.Array,
+  rate: float,
+  key: jax.Array,
+  noise_shape: Sequence[int] | None = None,
+) -> jax.Array:
+  """Zeroes entries with probability ``rate`` and scales the rest up.
+
+  Kept entries are divided by ``1 - rate`` so that the expected value is
+  unchanged (inverted dropout). Draws exactly as Keras 3's JAX backend
+  (``keras.random.dropout``) and ``flax.linen.Dropout`` do, so the same key
+  drops the same entries. Unlike the other pure functions it needs no batch
+  axis removed: the batch axis is one axis of ``inputs`` like any other.
+
+  Args:
+    inputs: any shape ``S``.
+    rate: fraction of entries to drop, a Python float in [0, 1]; ``0`` is
+      the identity and ``1`` gives zeros (no ``0 / 0``).
+    key: PRNG key of the drop decisions.
+    noise_shape: shape of the drop decisions, broadcast to ``S``: an axis of
+      size 1 shares one decision along it; default ``S``.
+
+  Returns:
+    ``S``, the dtype of ``inputs``.
+  """
+  if rate == 0.0:
+    return inputs
+  if rate == 1.0:
+    return jnp.zeros_like(inputs)
+  keep_prob = 1.0 - rate
+  shape = inputs.shape if noise_shape is None else tuple(noise_shape)
+  keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
+  keep = jnp.broadcast_to(keep, inputs.shape)
+  return jax.lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
+def resolve_noise_shape(
+  noise_shape: Sequence[int | None] | None,
+  input_shape: tuple[int, ...],
+  layer: str,
+) -> tuple[int, ...]:
+  """Keras's ``noise_shape`` made concrete for inputs of ``input_shape``.
+
+  Args:
+    noise_shape: ``None`` or one entry per input axis, batch axis included:
+      ``None`` takes the input's size, ``1`` shares the drop decision along
+      that axis, any other integer must equal the input's size.
+    input_shape: shape of the inputs.
+    layer: name of the calling layer, used in error messages.
+
+  Returns:
+    The shape of the drop decisions.
+
+  Raises:
+    ValueError: if ``noise_shape`` is not a sequence with one entry per
+      input axis, or an entry is neither ``None``, ``1`` nor the input's
+      size.
+  """
+  if noise_shape is None:
+    return input_shape
+  if isinstance(noise_shape, str) or not isinstance(noise_shape, Sequence):
+    raise ValueError(
+      f'{layer}: noise_shape must be None or a tuple of integers or None,'
+      f' got {noise_shape!r}.'
+    )
+  if len(noise_shape) != len(input_shape):
+    raise ValueError(
+      f'{layer}: noise_shape {tuple(noise_shape)} must have one entry per'
+      f' input axis (batch axis included), but inputs have shape'
+      f' {input_shape}.'
+    )
+  resolved = []
+  for axis, (entry, size) in enumerate(
+    zip(noise_shape, input_shape, strict=True)
+  ):
+    if entry is None:
+      entry = size
+    if isinstance(entry, bool) or entry not in (1, size):
+      raise ValueError(
+        f'{layer}: noise_shape[{axis}] must be None, 1 or the input size'
+        f' {size}, got {entry!r} (noise_shape {tuple(noise_shape)}, inputs'
+        f' of shape {input_shape}).'
+      )
+    resolved.append(int(entry))
+  return tuple(resolved)
+
+
+def spatial_noise_shape(
+  input_shape: tuple[int, ...],
+  spatial_ndim: int,
+  data_format: str,
+  layer: str,
+) -> tuple[int, ...]:
+  """The noise shape of Keras's ``SpatialDropout{1,2,3}D``, checked.
+
+  One drop decision per example and channel: the noise shape is 1 along
+  every spatial axis.
+
+  Args:
+    input_shape: ``(B, *spatial, C)`` or ``(B, C, *spatial)``.
+    spatial_ndim: the number of spatial axes (1, 2 or 3).
+    data_format: ``'channels_last'`` or ``'channels_first'``.
+    layer: name of the calling layer, used in error messages.
+
+  Returns:
+    ``(B, 1, ..., 1, C)`` or ``(B, C, 1, ..., 1)``.
+  """
+  checks.check_data_format(data_format, layer)
+  spatial = ', '.join(f'dim{i + 1}' for i in range(spatial_ndim))
+  channels_last = data_format == 'channels_last'
+  layout = (
+    f'(batch, {spatial}, channels)'
+    if channels_last
+    else f'(batch, channels, {spatial})'
+  )
+  if len(input_shape) != spatial_ndim + 2:
+    raise ValueError(
+      f'{layer}: inputs must be {layout} (rank {spatial_ndim + 2}), got shape'
+      f' {input_shape}.'
+    )
+  batch, ones = input_shape[0], (1,) * spatial_ndim
+  if channels_last:
+    return (batch, *ones, input_shape[-1])
+  return (batch, input_shape[1], *ones)
