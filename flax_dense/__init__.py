@@ -1,7 +1,12 @@
-"""flax_dense: Keras-style dense and core layers as Flax linen modules."""
+"""flax_dense: Keras-style dense and core layers for Flax, linen and NNX.
+
+The linen modules live here, their NNX twins in :mod:`flax_dense.nnx`, and
+the pure functions both call in :mod:`flax_dense.functional`.
+"""
 
 from flax_dense import checkpoint as checkpoint
 from flax_dense import functional as functional
+from flax_dense import nnx as nnx
 from flax_dense import sharding as sharding
 from flax_dense._src.interop.keras import KerasSequential as KerasSequential
 from flax_dense._src.interop.keras import from_keras as from_keras
@@ -99,6 +104,7 @@ __all__ = [
   'masked_sparse_categorical_crossentropy',
   'max_norm',
   'min_max_norm',
+  'nnx',
   'non_neg',
   'sharding',
   'summary',

@@ -1,0 +1,63 @@
+"""The NNX front end: every flax_dense layer as an ``nnx.Module``.
+
+The same names, arguments and semantics as the linen layers in
+:mod:`flax_dense`, over the same pure functions, in NNX's style: built
+eagerly with explicit input sizes and ``rngs=nnx.Rngs(...)``, weights as
+attributes (``nnx.Param`` for trained ones, :class:`Constant` for frozen
+ones), dropouts switched by ``model.train()`` / ``model.eval()``, and
+activity penalties sown as :class:`Loss` inside ``nnx.capture``::
+
+  from flax import nnx
+  import flax_dense as fd
+
+  layer = fd.nnx.PerPositionDense(1024, 256, 10, rngs=nnx.Rngs(0))
+  y = layer(x)  # x: (batch, 1024, 256)
+"""
+
+from flax_dense._src.nnx.attention import AttentionDecoder as AttentionDecoder
+from flax_dense._src.nnx.core import Activation as Activation
+from flax_dense._src.nnx.core import Flatten as Flatten
+from flax_dense._src.nnx.core import Lambda as Lambda
+from flax_dense._src.nnx.core import Permute as Permute
+from flax_dense._src.nnx.core import RepeatVector as RepeatVector
+from flax_dense._src.nnx.core import Reshape as Reshape
+from flax_dense._src.nnx.dense import PerPositionDense as PerPositionDense
+from flax_dense._src.nnx.dropout import Dropout as Dropout
+from flax_dense._src.nnx.dropout import SpatialDropout1D as SpatialDropout1D
+from flax_dense._src.nnx.dropout import SpatialDropout2D as SpatialDropout2D
+from flax_dense._src.nnx.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.nnx.masking import Masking as Masking
+from flax_dense._src.nnx.multi_io import MultiIODense as MultiIODense
+from flax_dense._src.nnx.pooling import (
+  GlobalAveragePooling1D as GlobalAveragePooling1D,
+)
+from flax_dense._src.nnx.pooling import GlobalMaxPooling1D as GlobalMaxPooling1D
+from flax_dense._src.nnx.product import ConstProduct as ConstProduct
+from flax_dense._src.nnx.regularizers import (
+  ActivityRegularization as ActivityRegularization,
+)
+from flax_dense._src.variables import Constant as Constant
+from flax_dense._src.variables import Loss as Loss
+
+__all__ = [
+  'Activation',
+  'ActivityRegularization',
+  'AttentionDecoder',
+  'ConstProduct',
+  'Constant',
+  'Dropout',
+  'Flatten',
+  'GlobalAveragePooling1D',
+  'GlobalMaxPooling1D',
+  'Lambda',
+  'Loss',
+  'Masking',
+  'MultiIODense',
+  'PerPositionDense',
+  'Permute',
+  'RepeatVector',
+  'Reshape',
+  'SpatialDropout1D',
+  'SpatialDropout2D',
+  'SpatialDropout3D',
+]
