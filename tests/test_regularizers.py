@@ -284,3 +284,31 @@ def test_constrain_trains_a_per_position_dense_within_its_norm(key):
 def test_errors(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_weight_penalty_and_constrain_read_nnx_states_like_linen_params():
+  from flax import nnx
+
+  model = fd.nnx.PerPositionDense(3, 4, 2, rngs=nnx.Rngs(0))
+  model.kernel[...] = normal((3, 4, 2), seed=1)
+  params = {'kernel': np.asarray(model.kernel[...]), 'bias': normal((3, 2), 2)}
+  model.bias[...] = params['bias']
+  penalty = fd.l1_l2(l1=0.1, l2=0.5)
+  expected = 0.1 * np.abs(params['kernel']).sum() + 0.5 * np.square(
+    params['kernel']
+  ).sum()
+  for names in ('kernel', ('kernel',)):
+    np.testing.assert_allclose(
+      fd.weight_penalty(nnx.state(model, nnx.Param), penalty, names),
+      expected,
+      rtol=1e-6,
+    )
+  # An nnx.Optimizer chained with fd.constrain projects the selected param
+  # only: every kernel entry ends up non-negative, the bias is left free.
+  tx = optax.chain(optax.sgd(10.0), fd.constrain(fd.non_neg(), 'kernel'))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  x = jnp.asarray(normal((5, 3, 4), seed=3))
+  grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)
+  optimizer.update(model, grads)
+  assert float(model.kernel[...].min()) == 0.0
+  assert float(model.bias[...].min()) < 0.0

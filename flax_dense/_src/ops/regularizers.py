@@ -93,7 +93,16 @@ def _names(names: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _path(key_path: tuple[Any, ...]) -> str:
-  return '/'.join(str(getattr(key, 'key', key)) for key in key_path)
+  """``'Dense_0/kernel'`` for a linen params path or an NNX state path."""
+  names = []
+  for key in key_path:
+    if isinstance(key, jax.tree_util.GetAttrKey):
+      # The array inside an ``nnx.Variable`` is its attribute ``value``.
+      if key.name != 'value':
+        names.append(key.name)
+    else:
+      names.append(str(getattr(key, 'key', getattr(key, 'idx', key))))
+  return '/'.join(names)
 
 
 def _selects(path: str, names: tuple[str, ...]) -> bool:
