@@ -294,9 +294,10 @@ def test_weight_penalty_and_constrain_read_nnx_states_like_linen_params():
   params = {'kernel': np.asarray(model.kernel[...]), 'bias': normal((3, 2), 2)}
   model.bias[...] = params['bias']
   penalty = fd.l1_l2(l1=0.1, l2=0.5)
-  expected = 0.1 * np.abs(params['kernel']).sum() + 0.5 * np.square(
-    params['kernel']
-  ).sum()
+  expected = (
+    0.1 * np.abs(params['kernel']).sum()
+    + 0.5 * np.square(params['kernel']).sum()
+  )
   for names in ('kernel', ('kernel',)):
     np.testing.assert_allclose(
       fd.weight_penalty(nnx.state(model, nnx.Param), penalty, names),
