@@ -26,14 +26,15 @@ def softmax(v):
 def reference(x, params, mask=None, return_probabilities=False):
   """The recurrence written out in float64 NumPy, one example and step at a time.
 
-  x: (B, T, D); params: the module's params; mask: (B, T) or None.
+  x: (B, T, D); params: the module's params; mask: (B, T) or None. Masked
+  timesteps read as zeros, s0 included.
   """
   p = {name: np.asarray(value, np.float64) for name, value in params.items()}
   x = np.asarray(x, np.float64)
   batch, timesteps, _ = x.shape
   outputs = []
   for n in range(batch):
-    xs = x[n]
+    xs = x[n] if mask is None else np.where(mask[n][:, None], x[n], 0.0)
     uxpb = xs @ p['U_a'] + p['b_a']
     s = np.tanh(xs[0] @ p['W_s'])
     y = np.zeros(p['W_o'].shape[0])
@@ -117,6 +118,33 @@ def test_mask_matches_numpy_and_zeroes_masked_timesteps():
   assert np.all(weights[np.broadcast_to(~MASK[:, None, :], weights.shape)] == 0)
   np.testing.assert_allclose(weights[:3].sum(-1), 1.0, rtol=1e-5)
   assert np.all(weights[3] == 0)  # fully masked: attends to nothing.
+
+
+@pytest.mark.parametrize('padding', [np.nan, np.inf, -np.inf, 1e30])
+def test_nan_or_inf_in_masked_steps_changes_nothing(padding):
+  layer, x, params = init((4, 6, 3), 5, 4)
+  padded = np.where(MASK[:, :, None], np.asarray(x), padding)
+  zeroed = np.where(MASK[:, :, None], np.asarray(x), 0.0)
+
+  def loss(params, x):
+    return jnp.sum(layer.apply({'params': params}, x, MASK) ** 2)
+
+  for inputs in (padded, zeroed):
+    y = layer.apply({'params': params}, inputs, MASK)
+    assert np.all(np.isfinite(y))
+  np.testing.assert_array_equal(
+    layer.apply({'params': params}, padded, MASK),
+    layer.apply({'params': params}, zeroed, MASK),
+  )
+  grads, input_grads = jax.grad(loss, argnums=(0, 1))(params, padded)
+  expected, expected_input_grads = jax.grad(loss, argnums=(0, 1))(
+    params, zeroed
+  )
+  for name in params:
+    assert np.all(np.isfinite(grads[name])), name
+    np.testing.assert_array_equal(grads[name], expected[name])
+  np.testing.assert_array_equal(input_grads, expected_input_grads)
+  assert np.all(np.asarray(input_grads)[~MASK] == 0)
 
 
 def test_masked_timesteps_do_not_change_outputs():

@@ -103,8 +103,10 @@ def attention_decoder(
     params: arrays with the shapes of :func:`attention_decoder_shapes`.
     mask: ``(T,)`` boolean, True = attend to this timestep, or ``None``.
       Masked timesteps get attention weight exactly 0; with every timestep
-      masked the weights are all 0 and the context is 0. The mask does not
-      change the number of steps, nor ``s0``, which reads ``x[0]``.
+      masked the weights are all 0 and the context is 0. Masked timesteps
+      are read as zeros everywhere (``s0`` reads ``x[0]``), so whatever they
+      hold, even NaN or Inf, reaches neither the outputs nor the gradients.
+      The mask does not change the number of steps.
     return_probabilities: emit the attention weights instead of ``y'``.
     precision: passed to every contraction.
 
@@ -126,6 +128,8 @@ def attention_decoder(
     chex.assert_shape(
       mask, (timesteps,), custom_message='attention_decoder: mask must be (T,).'
     )
+    # A where, not a product with the mask: 0 * NaN would be NaN.
+    inputs = jnp.where(mask[:, None], inputs, jnp.zeros((), inputs.dtype))
   dot = functools.partial(jnp.dot, precision=precision)
 
   def gate(name, output, state, context):
