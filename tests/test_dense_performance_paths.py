@@ -201,6 +201,10 @@ def chunk_every_batch(monkeypatch):
   monkeypatch.setattr(dense_kernels, 'MIN_CHUNKED_BYTES', 0)
   monkeypatch.setattr(dense_kernels, 'CHUNK_BYTES', 64)
   monkeypatch.setattr(dense_kernels, 'MAX_CHUNK_POSITIONS', 2)
+  # The layer's op is jitted: traces made under other constants must go.
+  jax.clear_caches()
+  yield
+  jax.clear_caches()
 
 
 def uses_chunks(fn, *args):
@@ -225,6 +229,7 @@ def test_module_takes_the_chunked_path(
   grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
   # The same module on the reference path.
   monkeypatch.setattr(dense_kernels, 'MIN_CHUNKED_BYTES', 1 << 62)
+  jax.clear_caches()
   assert not uses_chunks(layer.apply, variables, x)
   expected = jax.grad(loss, argnums=(0, 1))(params, x)
   for got, want in zip(
