@@ -25,6 +25,9 @@ from flax_dense._src.linen.dropout import Dropout as Dropout
 from flax_dense._src.linen.dropout import SpatialDropout1D as SpatialDropout1D
 from flax_dense._src.linen.dropout import SpatialDropout2D as SpatialDropout2D
 from flax_dense._src.linen.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.linen.locally_connected import (
+  LocallyConnected1D as LocallyConnected1D,
+)
 from flax_dense._src.linen.masking import Masking as Masking
 from flax_dense._src.linen.multi_io import MultiIODense as MultiIODense
 from flax_dense._src.linen.pooling import (
@@ -80,6 +83,7 @@ __all__ = [
   'LOSSES',
   'Lambda',
   'LayerSummary',
+  'LocallyConnected1D',
   'Masking',
   'MultiIODense',
   'PerPositionDense',

@@ -18,6 +18,9 @@ from flax_dense._src.ops.core import repeat_vector as repeat_vector
 from flax_dense._src.ops.core import reshape as reshape
 from flax_dense._src.ops.dense import per_position_dense as per_position_dense
 from flax_dense._src.ops.dropout import dropout as dropout
+from flax_dense._src.ops.locally_connected import (
+  locally_connected_1d as locally_connected_1d,
+)
 from flax_dense._src.ops.masking import masking as masking
 from flax_dense._src.ops.multi_io import multi_io_dense as multi_io_dense
 from flax_dense._src.ops.product import const_product as const_product
@@ -28,6 +31,7 @@ __all__ = [
   'const_product',
   'dropout',
   'flatten',
+  'locally_connected_1d',
   'masking',
   'multi_io_dense',
   'per_position_dense',

@@ -26,6 +26,9 @@ from flax_dense._src.nnx.dropout import Dropout as Dropout
 from flax_dense._src.nnx.dropout import SpatialDropout1D as SpatialDropout1D
 from flax_dense._src.nnx.dropout import SpatialDropout2D as SpatialDropout2D
 from flax_dense._src.nnx.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.nnx.locally_connected import (
+  LocallyConnected1D as LocallyConnected1D,
+)
 from flax_dense._src.nnx.masking import Masking as Masking
 from flax_dense._src.nnx.multi_io import MultiIODense as MultiIODense
 from flax_dense._src.nnx.pooling import (
@@ -50,6 +53,7 @@ __all__ = [
   'GlobalAveragePooling1D',
   'GlobalMaxPooling1D',
   'Lambda',
+  'LocallyConnected1D',
   'Loss',
   'Masking',
   'MultiIODense',

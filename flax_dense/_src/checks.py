@@ -279,3 +279,129 @@ def check_attention_built(
       ' inputs must be (..., timesteps, features) with the features the'
       ' layer was built for.'
     )
+
+
+# ---------------------------------------------------------------------------
+# LocallyConnected1D, shared by its linen and NNX classes, the pure function
+# and the Keras weight converter.
+
+#: Keras 2 ``LocallyConnected1D``'s weight layouts by ``implementation``.
+LOCALLY_CONNECTED_1D_IMPLEMENTATIONS = (1, 2, 3)
+
+
+def valid_output_length(
+  input_length: int, kernel_size: int, strides: int
+) -> int:
+  """Keras's output length with ``'valid'`` padding (0 or less: no window)."""
+  return (input_length - kernel_size) // strides + 1
+
+
+def single_positive_int(value: Any, layer: str, name: str) -> int:
+  """A positive int given as Keras accepts it: ``3``, ``(3,)`` or ``[3]``."""
+  single = value[0] if isinstance(value, tuple | list) and value else value
+  if (
+    isinstance(value, tuple | list) and len(value) != 1
+  ) or not _is_positive_int(single):
+    raise ValueError(
+      f'{layer}: {name} must be a positive integer or a tuple of one, got'
+      f' {value!r}.'
+    )
+  return int(single)
+
+
+def _is_positive_int(value: Any) -> bool:
+  return (
+    isinstance(value, numbers.Integral)
+    and not isinstance(value, bool)
+    and value >= 1
+  )
+
+
+def locally_connected_1d_options(
+  filters: Any,
+  kernel_size: Any,
+  strides: Any,
+  padding: Any,
+  data_format: Any,
+  use_bias: Any,
+  layer: str = 'LocallyConnected1D',
+) -> tuple[int, int]:
+  """Checks ``LocallyConnected1D``'s options; ``(kernel_size, strides)``.
+
+  Raises:
+    ValueError: for a size that is not a positive integer (or a tuple of
+      one), a ``padding`` other than ``'valid'``, or an unknown
+      ``data_format``.
+  """
+  check_positive_int(filters, layer, 'filters')
+  kernel_size = single_positive_int(kernel_size, layer, 'kernel_size')
+  strides = single_positive_int(strides, layer, 'strides')
+  if not isinstance(padding, str) or padding.lower() != 'valid':
+    raise ValueError(
+      f"{layer}: padding must be 'valid' (no padding), the only padding of"
+      " Keras 2's LocallyConnected1D with its default implementation=1,"
+      f' whose weight layout this layer uses; got {padding!r}.'
+    )
+  check_data_format(data_format, layer)
+  check_bool(use_bias, layer, 'use_bias')
+  return kernel_size, strides
+
+
+def _steps_layout(data_format: str) -> str:
+  if data_format == 'channels_last':
+    return '(..., steps, features)'
+  return '(..., features, steps)'
+
+
+def locally_connected_1d_kernel_shape(
+  inputs_shape: tuple[int, ...],
+  filters: int,
+  kernel_size: int,
+  strides: int,
+  data_format: str,
+  built_shape: tuple[int, ...] | None,
+  layer: str = 'LocallyConnected1D',
+) -> tuple[int, int, int]:
+  """The ``(L_out, kernel_size * D, filters)`` kernel that inputs need.
+
+  Args:
+    inputs_shape: ``(..., L, D)``, or ``(..., D, L)`` for
+      ``'channels_first'``.
+    filters: output features per step.
+    kernel_size: steps per window, checked.
+    strides: steps between windows, checked.
+    data_format: ``'channels_last'`` or ``'channels_first'``, checked.
+    built_shape: the shape the kernel was built with, or ``None``.
+    layer: the name in the messages.
+
+  Returns:
+    ``(L_out, kernel_size * D, filters)``, ``L_out`` Keras's output length.
+  """
+  layout = _steps_layout(data_format)
+  if len(inputs_shape) < 2:
+    raise ValueError(
+      f'{layer}: inputs must have shape {layout} with rank >= 2, got shape'
+      f' {tuple(inputs_shape)}.'
+    )
+  input_length, in_features = inputs_shape[-2:]
+  if data_format == 'channels_first':
+    input_length, in_features = in_features, input_length
+  length = valid_output_length(input_length, kernel_size, strides)
+  if length < 1:
+    raise ValueError(
+      f'{layer}: {input_length} input steps are fewer than'
+      f' kernel_size={kernel_size}, so no window fits'
+      f' (output length (steps - kernel_size) // strides + 1 = {length});'
+      f' inputs must be {layout} with at least kernel_size steps.'
+    )
+  kernel_shape = (length, kernel_size * in_features, filters)
+  if built_shape is not None and tuple(built_shape) != kernel_shape:
+    raise ValueError(
+      f'{layer}: inputs of shape {tuple(inputs_shape)} have {input_length}'
+      f' steps of {in_features} features and need a kernel of shape'
+      f' {kernel_shape} (output_length, kernel_size * features, filters)'
+      f' with kernel_size={kernel_size}, strides={strides}, but the kernel'
+      f' was built with shape {tuple(built_shape)}; inputs must be {layout}'
+      ' with the steps and features the layer was built for.'
+    )
+  return kernel_shape

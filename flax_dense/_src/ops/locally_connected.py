@@ -1,0 +1,193 @@
+"""Locally connected 1-D: a convolution whose weights differ at every step.
+
+Keras 2's ``LocallyConnected1D`` (``implementation=1``) as a per-position
+dense layer over windows: the ``kernel_size`` input steps a window covers
+are flattened into one vector of ``kernel_size * D`` features, and output
+step ``o`` multiplies its window by its own matrix ``kernel[o]``. The
+windows are built with ``kernel_size`` strided slices (no gather, so the
+gradient is a pad, not a scatter) and multiplied by the same per-position
+contraction as ``PerPositionDense``, with its fast batched paths.
+"""
+
+from collections.abc import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax.typing import Dtype, PrecisionLike
+
+from flax_dense._src.checks import valid_output_length
+from flax_dense._src.ops.dense import (
+  per_position_dense,
+  per_position_dense_layer,
+)
+
+
+def _identity(outputs: jax.Array) -> jax.Array:
+  return outputs
+
+
+def windows(
+  inputs: jax.Array, kernel_size: int, strides: int, data_format: str
+) -> jax.Array:
+  """Every window of ``kernel_size`` steps, flattened as Keras 2 does.
+
+  Keras's ``local_conv`` flattens the window slice of each layout in memory
+  order, so the feature of step ``j`` and channel ``d`` of a window is
+  ``j * D + d`` for ``channels_last`` and ``d * kernel_size + j`` for
+  ``channels_first``; the kernel's middle axis follows the same order.
+
+  Args:
+    inputs: ``(..., L, D)`` for ``'channels_last'``, ``(..., D, L)`` for
+      ``'channels_first'``, with ``L >= kernel_size``.
+    kernel_size: steps per window.
+    strides: steps between the starts of two windows.
+    data_format: ``'channels_last'`` or ``'channels_first'``.
+
+  Returns:
+    ``(..., L_out, kernel_size * D)`` with
+    ``L_out = (L - kernel_size) // strides + 1``.
+  """
+  step_axis = -2 if data_format == 'channels_last' else -1
+  length = valid_output_length(inputs.shape[step_axis], kernel_size, strides)
+  if kernel_size == 1 and strides == 1 and data_format == 'channels_last':
+    return inputs
+  span = (length - 1) * strides + 1
+  slices = [
+    jax.lax.slice_in_dim(inputs, j, j + span, strides, axis=step_axis)
+    for j in range(kernel_size)
+  ]
+  if data_format == 'channels_last':
+    stacked = jnp.stack(slices, axis=-2)  # (..., L_out, k, D)
+  else:
+    stacked = jnp.stack(slices, axis=-1)  # (..., D, L_out, k)
+    stacked = jnp.swapaxes(stacked, -3, -2)  # (..., L_out, D, k)
+  return jnp.reshape(stacked, (*stacked.shape[:-2], -1))
+
+
+def _position_bias(bias: jax.Array | None, data_format: str):
+  """The ``(L_out, filters)`` bias added at each output step.
+
+  For ``channels_first`` Keras 2's ``bias_add`` *reshapes* (does not
+  transpose) the stored ``(L_out, filters)`` bias to ``(filters, L_out)``,
+  so output ``[f, o]`` gets ``bias.reshape(filters, L_out)[f, o]``; the
+  same numbers are added here, so ported weights give Keras's outputs.
+  """
+  if bias is None or data_format == 'channels_last':
+    return bias
+  length, filters = bias.shape
+  return jnp.reshape(bias, (filters, length)).T
+
+
+def _to_layout(outputs: jax.Array, data_format: str) -> jax.Array:
+  """``(..., L_out, filters)`` in the layout of ``data_format``."""
+  if data_format == 'channels_last':
+    return outputs
+  return jnp.swapaxes(outputs, -1, -2)
+
+
+def locally_connected_1d(
+  inputs: jax.Array,
+  kernel: jax.Array,
+  bias: jax.Array | None = None,
+  strides: int = 1,
+  data_format: str = 'channels_last',
+  precision: PrecisionLike = None,
+) -> jax.Array:
+  """Keras 2's ``LocallyConnected1D`` for one example.
+
+  ``y[o] = window(o) @ kernel[o] + bias[o]``, where ``window(o)`` flattens
+  input steps ``o * strides`` to ``o * strides + kernel_size - 1`` (see
+  :func:`windows` for the order of its features) and ``kernel_size`` is
+  ``kernel.shape[1] // D``.
+
+  Args:
+    inputs: ``(L, D)``, or ``(D, L)`` for ``'channels_first'``.
+    kernel: ``(L_out, kernel_size * D, filters)`` with
+      ``L_out = (L - kernel_size) // strides + 1``.
+    bias: ``(L_out, filters)`` or ``None``.
+    strides: steps between the starts of two windows.
+    data_format: ``'channels_last'`` or ``'channels_first'``.
+    precision: passed to the contraction.
+
+  Returns:
+    ``(L_out, filters)``, or ``(filters, L_out)`` for ``'channels_first'``.
+  """
+  chex.assert_rank(
+    [inputs, kernel],
+    [2, 3],
+    custom_message='locally_connected_1d: inputs must be (L, D) and kernel'
+    ' (L_out, kernel_size * D, filters).',
+  )
+  in_features, input_length = (
+    inputs.shape[::-1] if data_format == 'channels_last' else inputs.shape
+  )
+  length, window_features, filters = kernel.shape
+  kernel_size = window_features // in_features
+  chex.assert_equal(
+    (
+      kernel_size * in_features,
+      valid_output_length(input_length, kernel_size, strides),
+    ),
+    (window_features, length),
+    custom_message='locally_connected_1d: kernel must be (L_out, kernel_size'
+    ' * D, filters) with L_out = (L - kernel_size) // strides + 1.',
+  )
+  if bias is not None:
+    chex.assert_shape(
+      bias,
+      (length, filters),
+      custom_message='locally_connected_1d: bias must be (L_out, filters).',
+    )
+  outputs = per_position_dense(
+    windows(inputs, kernel_size, strides, data_format),
+    kernel,
+    _position_bias(bias, data_format),
+    precision,
+  )
+  return _to_layout(outputs, data_format)
+
+
+def locally_connected_1d_layer(
+  inputs: jax.Array,
+  kernel: jax.Array,
+  bias: jax.Array | None,
+  kernel_size: int,
+  strides: int,
+  data_format: str,
+  activation: Callable[[jax.Array], jax.Array],
+  dtype: Dtype | None = None,
+  precision: PrecisionLike = None,
+) -> jax.Array:
+  """The ``LocallyConnected1D`` layer of both front ends, over a batch.
+
+  Every leading axis is a batch axis. The windows of the whole batch go
+  through ``PerPositionDense``'s batched contraction, which equals
+  ``jax.vmap`` of :func:`locally_connected_1d` to float rounding.
+
+  Args:
+    inputs: ``(..., L, D)``, or ``(..., D, L)`` for ``'channels_first'``,
+      already checked against ``kernel``.
+    kernel: ``(L_out, kernel_size * D, filters)``.
+    bias: ``(L_out, filters)`` or ``None``.
+    kernel_size: steps per window.
+    strides: steps between the starts of two windows.
+    data_format: ``'channels_last'`` or ``'channels_first'``.
+    activation: applied to the outputs in their layout (so ``softmax``
+      normalises the last axis, as in Keras).
+    dtype: the computation dtype, or ``None`` to infer it.
+    precision: passed to the contraction.
+
+  Returns:
+    ``(..., L_out, filters)``, or ``(..., filters, L_out)`` for
+    ``'channels_first'``.
+  """
+  outputs = per_position_dense_layer(
+    windows(inputs, kernel_size, strides, data_format),
+    kernel,
+    _position_bias(bias, data_format),
+    _identity,
+    dtype,
+    precision,
+  )
+  return activation(_to_layout(outputs, data_format))
