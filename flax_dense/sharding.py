@@ -39,6 +39,40 @@ host or many.
 To wrap an initializer yourself, use the class constants:
 ``fd.PerPositionDense(10, kernel_init=nn.with_logical_partitioning(init,
 fd.PerPositionDense.kernel_axes))``.
+
+NNX models use the same names and rules. The layers in ``fd.nnx`` declare
+the same class constants; :func:`logically_partitioned` sets them, in place,
+as the ``out_sharding`` metadata of the variables of a built model and of
+all its submodules (Flax's NNX spelling of axis names, read by
+``nnx.get_partition_spec``), and :func:`mesh_shardings` maps an
+``nnx.State`` onto the mesh, a ``NamedSharding`` in each variable. A sharded
+NNX init, each device drawing only its own shards::
+
+  @nnx.jit
+  def create():
+    model = fd.sharding.logically_partitioned(
+        fd.nnx.PerPositionDense(P, D, K, rngs=nnx.Rngs(0)))
+    state = nnx.state(model)
+    shardings = fd.sharding.mesh_shardings(state, mesh)
+    nnx.update(model, jax.lax.with_sharding_constraint(state, shardings))
+    return model
+
+  model = create()
+  optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+or, for a model built already, ``state = nnx.state(model)`` and
+``nnx.update(model, jax.device_put(state, fd.sharding.mesh_shardings(state,
+mesh)))``; the same two lines place an optimizer's state, whose moments
+carry the names of their params. ``nnx.jit`` steps then keep every variable
+in its shards. Names set at construction work too::
+
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(fd.sharding.DEFAULT_RULES):
+    model = fd.nnx.PerPositionDense(
+        P, D, K, rngs=nnx.Rngs(0),
+        kernel_metadata={'out_sharding': fd.nnx.PerPositionDense.kernel_axes})
+
+Flax then places such variables as it creates them, on the shardings
+:func:`mesh_shardings` gives.
 """
 
 from flax_dense._src.sharding import DEFAULT_RULES as DEFAULT_RULES
