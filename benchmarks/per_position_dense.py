@@ -6,6 +6,11 @@ and Adam update, parameters and optimizer state donated) of
 - ``fd.PerPositionDense`` (the path chosen automatically for the backend
   and shape) and ``jax.vmap(fd.functional.per_position_dense)`` (the
   per-example reference, what the layer compiles to without the fast path),
+- ``fd.nnx.PerPositionDense`` with ``nnx.Optimizer``, in NNX's two ways:
+  the model and optimizer passed to ``nnx.jit`` functions (``fd.nnx
+  nnx.jit``), and the functional API (``fd.nnx split/merge``:
+  ``nnx.split`` once, ``jax.jit`` functions of the state that call
+  ``nnx.merge`` inside, the training state donated),
 - Keras 3 ``EinsumDense('abc,bcd->abd', bias_axes='bd')`` on the JAX backend
   (``stateless_call`` under ``jax.jit``),
 - Flax ``nn.Einsum``, Flax ``nn.ConvLocal(kernel_size=(1,))``, ``jax.vmap``
@@ -30,9 +35,12 @@ Usage::
 
   python benchmarks/per_position_dense.py            # full run, ~10 min
   python benchmarks/per_position_dense.py --quick    # tiny sizes, < 1 min
+  python benchmarks/per_position_dense.py --sizes 64x1024 256x1024 \
+    --name per_position_dense_nnx                    # only these (B, P)
 
 Prints a table and writes ``per_position_dense.json`` and
-``per_position_dense.png`` under ``--out`` (default ``benchmarks/results``).
+``per_position_dense.png`` (or ``--name`` ``.json`` and ``.png``) under
+``--out`` (default ``benchmarks/results``).
 """
 
 import argparse
@@ -55,6 +63,7 @@ import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from flax import nnx  # noqa: E402
 
 import flax_dense as fd  # noqa: E402
 from flax_dense._src.ops import dense_kernels  # noqa: E402
@@ -101,6 +110,8 @@ ACCELERATOR = {
 }
 
 OURS = 'fd.PerPositionDense'
+NNX_SPLIT = 'fd.nnx split/merge'
+NNX_JIT = 'fd.nnx nnx.jit'
 REFERENCE = 'vmap(per_position_dense)'
 KERAS = 'keras EinsumDense'
 LOOP = 'python for-loop'
@@ -189,20 +200,6 @@ def make_pallas(positions, in_features, features):
   return apply
 
 
-IMPLEMENTATIONS = {
-  OURS: make_ours,
-  REFERENCE: make_reference,
-  KERAS: make_keras,
-  'flax nn.Einsum': make_flax_einsum,
-  'flax nn.ConvLocal': make_conv_local,
-  'vmap(nn.Dense)': make_vmap_dense,
-  LOOP: make_loop,
-}
-if jax.default_backend() == 'gpu':
-  # The Pallas (Triton) kernels measured against XLA's own lowering.
-  IMPLEMENTATIONS['pallas kernels'] = make_pallas
-
-
 def loss_fn(apply, params, x, labels):
   # Cross-entropy against one-hot labels: the integer-label form's gather
   # turns into a scatter that XLA constant-folds for seconds at large B * P,
@@ -271,40 +268,57 @@ def replicas(params, x, labels, count):
   return param_sets, [x] + [x * s for s in scales], [labels] * count
 
 
-def repeated_programs(apply, step, data):
-  """Programs that call ``apply`` / ``step`` once per replica in ``data``.
+def forwards_and_steps(apply, step):
+  """Python functions that call ``apply`` / ``step`` once per replica.
+
+  ``forwards(param_sets, xs)`` applies the layer to every replica;
+  ``steps(*state, xs, labels)`` runs ``step(*state, x, y) -> (*state,
+  loss)`` on each batch in turn and returns ``(*state, loss)``.
+  """
+
+  def forwards(param_sets, xs):
+    return [apply(p, x) for p, x in zip(param_sets, xs, strict=True)]
+
+  def steps(*args):
+    *state, xs, labels = args
+    for x, y in zip(xs, labels, strict=True):
+      *state, loss = step(*state, x, y)
+    return *state, loss
+
+  return forwards, steps
+
+
+def repeated_programs(apply, step, state_size):
+  """Programs that call ``apply`` / ``step`` once per replica.
 
   On an accelerator one call of the layer is shorter than the Python
   dispatch of a program, so the device time per call is measured inside
-  one program: ``forward(param_sets, xs)`` applies the layer to every
-  replica, ``steps(params, opt_state, xs, labels)`` runs one training step
-  on each batch in turn. Every call reads its own arrays, so neither the
-  cache nor XLA can share work between them.
+  one program: ``forwards(param_sets, xs)`` applies the layer to every
+  replica, ``steps(*state, xs, labels)`` runs one training step on each
+  batch in turn, its ``state_size`` state arguments donated. Every call
+  reads its own arrays, so neither the cache nor XLA can share work
+  between them.
   """
-
-  def forward(param_sets, xs):
-    return [apply(p, x) for p, x in zip(param_sets, xs, strict=True)]
-
-  def steps(params, opt_state, xs, labels):
-    for x, y in zip(xs, labels, strict=True):
-      params, opt_state, loss = step(params, opt_state, x, y)
-    return params, opt_state, loss
-
-  return jax.jit(forward), jax.jit(steps, donate_argnums=(0, 1))
+  forwards, steps = forwards_and_steps(apply, step)
+  return jax.jit(forwards), jax.jit(
+    steps, donate_argnums=tuple(range(state_size))
+  )
 
 
-def timing_programs(apply, step, forward, train_step, data):
-  """``(forward, forward_args, train_step, step_data)`` to time.
+def timing_programs(apply, step, forward, train_step, data, state_size=2):
+  """``(forward, forward_args, train_step, step_data, calls)`` to time.
 
-  ``data`` is :func:`replicas`' output. With one replica these are the
-  compiled single-call ``forward`` and ``train_step``; with more, the
+  ``data`` is :func:`replicas`' output (or the same lists of other
+  parameter containers). With one replica these are the compiled
+  single-call ``forward`` and ``train_step``; with more, the
   :func:`repeated_programs` of ``apply`` and ``step`` over all of them.
+  ``calls`` is the number of calls of the layer in one program.
   """
   param_sets, xs, labels = data
   if len(xs) == 1:
-    return forward, (param_sets[0], xs[0]), train_step, (xs[0], labels[0])
-  forwards, steps = repeated_programs(apply, step, data)
-  return forwards, (param_sets, xs), steps, (xs, labels)
+    return forward, (param_sets[0], xs[0]), train_step, (xs[0], labels[0]), 1
+  forwards, steps = repeated_programs(apply, step, state_size)
+  return forwards, (param_sets, xs), steps, (xs, labels), len(xs)
 
 
 def time_programs(programs, state, calls):
@@ -314,8 +328,7 @@ def time_programs(programs, state, calls):
     ``(forward wall s, forward CPU s, step wall s, step CPU s, state)``,
     ``state`` being the training state after the steps.
   """
-  forward, forward_args, train_step, step_data = programs
-  per = len(step_data[0])
+  forward, forward_args, train_step, step_data, per = programs
   _, forward_wall, forward_cpu = timed(forward, *forward_args, calls=calls)
   (*state, _), step_wall, step_cpu = timed(
     train_step, *state, *step_data, calls=calls
@@ -327,6 +340,170 @@ def time_programs(programs, state, calls):
     step_cpu / per,
     state,
   )
+
+
+def peer_run(make, params, x, labels, optimizer, data, check_gradients):
+  """Compiled programs of a peer ``make(P, D, K) -> apply(params, x)``.
+
+  Every run builder takes the problem, the optax ``optimizer`` and
+  ``data``, the replicas each program calls the layer on (see
+  :func:`timing_programs`), and returns ``(programs, state, outputs,
+  gradients, forward compile s, step compile s)``: the programs to time,
+  the training state they start from, the forward outputs on ``params``
+  and ``x``, and the gradients in ``kernel`` and ``bias`` of
+  :func:`loss_fn` (``None`` without ``check_gradients``).
+  """
+  apply = make(*params['kernel'].shape)
+  forward, forward_compile = compiled(apply, params, x)
+  step = make_step(apply, optimizer)
+  state = (jax.tree.map(jnp.copy, params), optimizer.init(params))
+  train_step, step_compile = compiled(
+    step, *state, x, labels, donate_argnums=(0, 1)
+  )
+  gradients = check_gradients and jax.jit(
+    jax.grad(functools.partial(loss_fn, apply))
+  )(params, x, labels)
+  programs = timing_programs(apply, step, forward, train_step, data)
+  return (
+    programs,
+    state,
+    forward(params, x),
+    gradients,
+    forward_compile,
+    (step_compile),
+  )
+
+
+def peer(make):
+  """The run builder of the peer ``make`` (see :func:`peer_run`)."""
+  return functools.partial(peer_run, make)
+
+
+def nnx_layer(params):
+  """An ``fd.nnx.PerPositionDense`` holding copies of ``params``."""
+  layer = fd.nnx.PerPositionDense(*params['kernel'].shape, rngs=nnx.Rngs(0))
+  layer.kernel[...] = jnp.copy(params['kernel'])
+  layer.bias[...] = jnp.copy(params['bias'])
+  return layer
+
+
+def call(model, x):
+  return model(x)
+
+
+def nnx_step(model, optimizer, x, labels):
+  """:func:`make_step`'s step in NNX: updates both in place, returns the loss."""
+  loss, grads = nnx.value_and_grad(functools.partial(loss_fn, call))(
+    model, x, labels
+  )
+  optimizer.update(model, grads)
+  return loss
+
+
+def nnx_split_run(params, x, labels, optimizer, data, check_gradients):
+  """``fd.nnx.PerPositionDense`` through NNX's functional API.
+
+  The model and its ``nnx.Optimizer`` are split once; the programs are
+  ``jax.jit`` functions of their state (the training state donated) that
+  ``nnx.merge`` it back inside, as in Flax's performance guide. See
+  :func:`peer_run` for the arguments and results.
+  """
+  param_sets, xs, ys = data
+  graphdef, _ = nnx.split(nnx_layer(params))
+
+  def apply(state, x):
+    return nnx.merge(graphdef, state)(x)
+
+  model = nnx_layer(params)
+  train_graphdef, train_state = nnx.split(
+    (model, nnx.Optimizer(model, optimizer, wrt=nnx.Param))
+  )
+
+  def step(state, x, labels):
+    model, optimizer = nnx.merge(train_graphdef, state)
+    loss = nnx_step(model, optimizer, x, labels)
+    return nnx.state((model, optimizer)), loss
+
+  states = [nnx.state(nnx_layer(p)) for p in param_sets]
+  forward, forward_compile = compiled(apply, states[0], x)
+  train_step, step_compile = compiled(
+    step, train_state, x, labels, donate_argnums=0
+  )
+  gradients = check_gradients and nnx.to_pure_dict(
+    jax.jit(jax.grad(functools.partial(loss_fn, apply)))(states[0], x, labels)
+  )
+  programs = timing_programs(
+    apply, step, forward, train_step, (states, xs, ys), state_size=1
+  )
+  return (
+    programs,
+    (train_state,),
+    forward(states[0], x),
+    gradients,
+    (forward_compile),
+    step_compile,
+  )
+
+
+def first_call(fn, *args):
+  """``(outputs, seconds)`` of a first call: trace, compile and run."""
+  start = time.perf_counter()
+  outputs = jax.block_until_ready(fn(*args))
+  return outputs, time.perf_counter() - start
+
+
+def nnx_jit_run(params, x, labels, optimizer, data, check_gradients):
+  """``fd.nnx.PerPositionDense`` and ``nnx.Optimizer`` passed to ``nnx.jit``.
+
+  The model and optimizer go to ``nnx.jit`` functions, which update them
+  in place (both donated in the step), so each call also pays for NNX
+  walking their graphs. Compile times are those of the first calls, runs
+  included. See :func:`peer_run` for the arguments and results.
+  """
+  param_sets, xs, ys = data
+  models = [nnx_layer(p) for p in param_sets]
+  model = nnx_layer(params)
+  state = (model, nnx.Optimizer(model, optimizer, wrt=nnx.Param))
+  forward = nnx.jit(call)
+  jitted_step = nnx.jit(nnx_step, donate_argnums=(0, 1))
+  outputs, forward_compile = first_call(forward, models[0], x)
+  _, step_compile = first_call(jitted_step, *state, x, labels)
+  gradients = check_gradients and nnx.to_pure_dict(
+    nnx.jit(nnx.grad(functools.partial(loss_fn, call)))(models[0], x, labels)
+  )
+  if len(xs) == 1:
+    forward_args, step_data = (models[0], xs[0]), (xs[0], ys[0])
+  else:
+
+    def step(model, optimizer, x, labels):
+      return model, optimizer, nnx_step(model, optimizer, x, labels)
+
+    forwards, steps = forwards_and_steps(call, step)
+    forward, forward_args = nnx.jit(forwards), (models, xs)
+    jitted_step = nnx.jit(lambda *args: steps(*args)[-1], donate_argnums=(0, 1))
+    step_data = (xs, ys)
+
+  def train_step(model, optimizer, *batch):
+    return model, optimizer, jitted_step(model, optimizer, *batch)
+
+  programs = forward, forward_args, train_step, step_data, len(xs)
+  return programs, state, outputs, gradients, forward_compile, step_compile
+
+
+IMPLEMENTATIONS = {
+  OURS: peer(make_ours),
+  NNX_SPLIT: nnx_split_run,
+  NNX_JIT: nnx_jit_run,
+  REFERENCE: peer(make_reference),
+  KERAS: peer(make_keras),
+  'flax nn.Einsum': peer(make_flax_einsum),
+  'flax nn.ConvLocal': peer(make_conv_local),
+  'vmap(nn.Dense)': peer(make_vmap_dense),
+  LOOP: peer(make_loop),
+}
+if jax.default_backend() == 'gpu':
+  # The Pallas (Triton) kernels measured against XLA's own lowering.
+  IMPLEMENTATIONS['pallas kernels'] = peer(make_pallas)
 
 
 def relative_error(got, want):
@@ -408,35 +585,27 @@ def bench_size(batch, positions, config, machine, check_gradients):
       params, x, labels
     )
   for name in names:
-    apply = IMPLEMENTATIONS[name](positions, in_features, features)
-    forward, forward_compile = compiled(apply, params, x)
-
-    step = make_step(apply, optimizer)
-    state = (jax.tree.map(jnp.copy, params), optimizer.init(params))
-    train_step, step_compile = compiled(
-      step, *state, x, labels, donate_argnums=(0, 1)
+    # The for-loop is timed one call per program: compiling it `reps` times
+    # over would take minutes, and its run time dwarfs the dispatch anyway.
+    calls_in_program = 1 if name == LOOP else reps
+    own = [replica[:calls_in_program] for replica in data]
+    programs, state, outputs, grads, forward_compile, step_compile = (
+      IMPLEMENTATIONS[name](params, x, labels, optimizer, own, check_gradients)
     )
     record = {
       'compile_forward_s': forward_compile,
       'compile_step_s': step_compile,
-      'output_relative_error': relative_error(forward(params, x), expected),
+      'output_relative_error': relative_error(outputs, expected),
+      'calls_in_program': calls_in_program,
       'forward_wall_s': [],
       'forward_cpu_s': [],
       'step_wall_s': [],
       'step_cpu_s': [],
     }
     if check_gradients:
-      grads = jax.jit(jax.grad(functools.partial(loss_fn, apply)))(
-        params, x, labels
-      )
       record['gradient_relative_error'] = max(
         relative_error(grads[k], expected_grads[k]) for k in ('kernel', 'bias')
       )
-    # The for-loop is timed one call per program: compiling it `reps` times
-    # over would take minutes, and its run time dwarfs the dispatch anyway.
-    record['calls_in_program'] = 1 if name == LOOP else reps
-    own = [replica[: record['calls_in_program']] for replica in data]
-    programs = timing_programs(apply, step, forward, train_step, own)
     runs[name] = [programs, state]
     records[name] = record
   for repeat in range(config['warmups'] + config['repeats']):
@@ -570,20 +739,24 @@ def machine_info():
 def print_table(results):
   header = (
     f'{"size (B, P)":>13} {"implementation":<26} {"fwd ms":>9}'
-    f' {"step ms":>9} {"fwd x":>6} {"step x":>6} {"fwd roof":>8}'
-    f' {"step roof":>9} {"compile s":>9} {"err":>8}'
+    f' {"step ms":>9} {"fwd x":>6} {"step x":>6} {"fwd /fd":>7}'
+    f' {"step /fd":>8} {"fwd roof":>8} {"step roof":>9} {"compile s":>9}'
+    f' {"err":>8}'
   )
   print(header)
   print('-' * len(header))
   for entry in results['sizes']:
     size = f'({entry["batch"]}, {entry["positions"]})'
     keras = entry['implementations'][KERAS]
+    ours = entry['implementations'][OURS]
     for name, r in entry['implementations'].items():
       print(
         f'{size:>13} {name:<26} {r["forward_median_s"] * 1e3:9.2f}'
         f' {r["step_median_s"] * 1e3:9.2f}'
         f' {keras["forward_median_s"] / r["forward_median_s"]:6.2f}'
         f' {keras["step_median_s"] / r["step_median_s"]:6.2f}'
+        f' {r["forward_median_s"] / ours["forward_median_s"]:7.2f}'
+        f' {r["step_median_s"] / ours["step_median_s"]:8.2f}'
         f' {r["forward_roofline_fraction"]:8.1%}'
         f' {r["step_roofline_fraction"]:9.1%}'
         f' {r["compile_forward_s"] + r["compile_step_s"]:9.2f}'
@@ -591,8 +764,9 @@ def print_table(results):
       )
       size = ''
   print(
-    '(x: speed-up over Keras EinsumDense; roof: roofline / time;'
-    ' compile: forward + step; err: relative output error)'
+    '(x: speed-up over Keras EinsumDense; /fd: time over'
+    f" {OURS}'s; roof: roofline / time; compile: forward + step;"
+    ' err: relative output error)'
   )
   print('\nbfloat16 at the base size:')
   for name, r in results['bfloat16'].items():
@@ -620,6 +794,8 @@ def plot(results, path):
       (e for e in results['sizes'] if e[fixed] == value),
       key=lambda e: e[axis],
     )
+    if not entries:  # --sizes off this sweep
+      continue
     for column, program in enumerate(('forward', 'step')):
       ax = axes[row][column]
       for name in IMPLEMENTATIONS:
@@ -642,7 +818,8 @@ def plot(results, path):
       title = 'forward' if program == 'forward' else 'train step (Adam)'
       ax.set_title(title)
       ax.grid(True, which='both', alpha=0.3)
-  axes[1][0].legend(fontsize=8)  # the P sweep has every implementation
+  # The P sweep has every implementation, when it was run.
+  (axes[1][0] if axes[1][0].lines else axes[0][0]).legend(fontsize=8)
   fig.suptitle(
     'PerPositionDense vs peers, D = {in_features}, K = {features},'
     ' {cpu} CPUs, JAX {jax}'.format(
@@ -656,6 +833,19 @@ def plot(results, path):
   plt.close(fig)
 
 
+def size(text):
+  """``'BxP'`` -> ``(B, P)``, for ``--sizes``."""
+  try:
+    batch, positions = (int(n) for n in text.lower().split('x'))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f'a size is BATCHxPOSITIONS, e.g. 64x1024, not {text!r}'
+    ) from None
+  if batch < 1 or positions < 1:
+    raise argparse.ArgumentTypeError(f'sizes must be positive, not {text!r}')
+  return batch, positions
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument(
@@ -664,7 +854,20 @@ def main(argv=None):
   parser.add_argument(
     '--out',
     default=os.path.join(os.path.dirname(__file__), 'results'),
-    help='directory for per_position_dense.json and .png',
+    help='directory for the .json and .png',
+  )
+  parser.add_argument(
+    '--name',
+    default='per_position_dense',
+    help='file name of the .json and .png, without the extension',
+  )
+  parser.add_argument(
+    '--sizes',
+    type=size,
+    nargs='+',
+    metavar='BxP',
+    help='only these (batch, positions), e.g. 64x1024 256x1024 (default:'
+    ' the sweeps of batch and positions around the base size)',
   )
   parser.add_argument('--repeats', type=int, help='timed calls per size')
   parser.add_argument(
@@ -689,12 +892,14 @@ def main(argv=None):
     f' {info["backend"]}; read bandwidth {machine[0] / 1e9:.1f} GB/s,'
     f' matmul {machine[1] / 1e9:.1f} GFLOP/s; load {info["load_average_1min"]}'
   )
-  sizes = [(b, config['base_positions']) for b in config['batch_sizes']]
+  base = (config['base_batch'], config['base_positions'])
+  sizes = [(b, base[1]) for b in config['batch_sizes']]
   sizes += [
-    (config['base_batch'], p)
-    for p in config['positions']
-    if (config['base_batch'], p) not in sizes
+    (base[0], p) for p in config['positions'] if (base[0], p) not in sizes
   ]
+  sizes = args.sizes or sizes
+  # Gradients are checked at the base size, or the first size without it.
+  checked = base if base in sizes else sizes[0]
   results = {
     'date': datetime.date.today().isoformat(),
     'command': ' '.join([os.path.basename(sys.executable), *sys.argv]),
@@ -710,11 +915,9 @@ def main(argv=None):
   }
   for batch, positions in sizes:
     print(f'size B={batch} P={positions} ...', flush=True)
-    base = (batch, positions) == (
-      config['base_batch'],
-      config['base_positions'],
+    records = bench_size(
+      batch, positions, config, machine, (batch, positions) == checked
     )
-    records = bench_size(batch, positions, config, machine, base)
     results['sizes'].append(
       {
         'batch': batch,
@@ -733,10 +936,10 @@ def main(argv=None):
   results['load_average_1min_end'] = os.getloadavg()[0]
   results['seconds'] = time.time() - started
   print_table(results)
-  json_path = os.path.join(args.out, 'per_position_dense.json')
+  json_path = os.path.join(args.out, f'{args.name}.json')
   with open(json_path, 'w') as f:
     json.dump(results, f, indent=1)
-  png_path = os.path.join(args.out, 'per_position_dense.png')
+  png_path = os.path.join(args.out, f'{args.name}.png')
   plot(results, png_path)
   print(f'wrote {json_path} and {png_path} in {results["seconds"]:.0f} s')
   return results
