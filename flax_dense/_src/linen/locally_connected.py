@@ -27,9 +27,8 @@ class LocallyConnected1D(nn.Module):
   ``implementation=1``: kernel ``(output_length, kernel_size * D,
   filters)``, bias ``(output_length, filters)``, with
   ``output_length = (steps - kernel_size) // strides + 1``, so its weights
-  port directly (``flax_dense._src.interop.keras_h5.locally_connected1d_weights``
-  converts those of ``implementation=2`` and ``3``). All leading axes are
-  batch axes.
+  port directly (those of ``implementation=2`` and ``3`` convert to this
+  layout without loss). All leading axes are batch axes.
 
   Example usage::
 
