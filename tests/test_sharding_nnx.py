@@ -30,6 +30,10 @@ from test_sharding import (
 
 import flax_dense as fd
 
+# One transformation for every optimizer, so that nnx.jit compiles the step
+# once per placement, not once per optimizer (it is static data of each).
+ADAM = optax.adam(1e-2)
+
 
 def per_position(seed=0, **kwargs):
   return fd.nnx.PerPositionDense(P, D, K, rngs=nnx.Rngs(seed), **kwargs)
@@ -134,7 +138,7 @@ def test_optimizer_state_carries_the_names_unplaced():
   # No mesh in context: the moments, copies of the named params, are
   # created unplaced (eager_sharding=False), named alike.
   layer = fd.sharding.logically_partitioned(per_position())
-  optimizer = nnx.Optimizer(layer, optax.adam(1e-2), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(layer, ADAM, wrt=nnx.Param)
   adam = optimizer.opt_state[0]
   assert adam.mu['kernel'].out_sharding == layer.kernel.out_sharding
   assert adam.nu['bias'].out_sharding == layer.bias.out_sharding
@@ -215,7 +219,7 @@ def test_mesh_jitted_init_is_split_over_positions(mesh):
   assert_split_over_positions(layer, mesh)
   assert_same_bytes(layer, per_position())
   # An optimizer built from it has its moments in the params' shards.
-  optimizer = nnx.Optimizer(layer, optax.adam(1e-2), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(layer, ADAM, wrt=nnx.Param)
   mu = optimizer.opt_state[0].mu['kernel'].get_value()
   assert mu.sharding.is_equivalent_to(layer.kernel.get_value().sharding, 3)
 
@@ -260,7 +264,7 @@ def train_step(layer, optimizer, x, y):
 
 def sharded_layer_and_optimizer(mesh):
   layer = fd.sharding.logically_partitioned(per_position())
-  optimizer = nnx.Optimizer(layer, optax.adam(1e-2), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(layer, ADAM, wrt=nnx.Param)
   for node in (layer, optimizer):
     state = nnx.state(node)
     shardings = fd.sharding.mesh_shardings(state, mesh)
@@ -284,7 +288,7 @@ def test_mesh_train_step_matches_one_device(mesh, batch):
     layer.kernel.get_value().sharding
   )
   single = per_position()  # on the default device, from the same seed
-  single_optimizer = nnx.Optimizer(single, optax.adam(1e-2), wrt=nnx.Param)
+  single_optimizer = nnx.Optimizer(single, ADAM, wrt=nnx.Param)
   sharded_x = train_sharded.put(x, mesh, train_sharded.INPUT_AXES)
   sharded_y = train_sharded.put(y, mesh, train_sharded.LABEL_AXES)
   for _ in range(3):
