@@ -59,6 +59,10 @@ def test_quick_benchmark_writes_json_and_png(tmp_path):
       assert 0 < record['forward_roofline_fraction']
       assert record['output_relative_error'] < 1e-5
       assert record.get('gradient_relative_error', 0) < 1e-5
+      assert record['step_over_ours_paired'] > 0
+    assert entry['implementations']['fd.PerPositionDense'][
+      'forward_over_ours_paired'
+    ] == pytest.approx(1)
   assert any(
     'gradient_relative_error' in r
     for e in results['sizes']
