@@ -12,9 +12,17 @@ activity penalties sown as :class:`Loss` inside ``nnx.capture``::
 
   layer = fd.nnx.PerPositionDense(1024, 256, 10, rngs=nnx.Rngs(0))
   y = layer(x)  # x: (batch, 1024, 256)
+
+A linen layer and its variables become their NNX twin with
+:func:`from_linen` (and back with :func:`to_linen`), a Keras model an NNX
+:class:`KerasSequential` with ``fd.from_keras(model, api='nnx')``.
 """
 
 from flax_dense._src.nnx.attention import AttentionDecoder as AttentionDecoder
+from flax_dense._src.nnx.convert import LINEN_TO_NNX as LINEN_TO_NNX
+from flax_dense._src.nnx.convert import KerasSequential as KerasSequential
+from flax_dense._src.nnx.convert import from_linen as from_linen
+from flax_dense._src.nnx.convert import to_linen as to_linen
 from flax_dense._src.nnx.core import Activation as Activation
 from flax_dense._src.nnx.core import Flatten as Flatten
 from flax_dense._src.nnx.core import Lambda as Lambda
@@ -52,6 +60,8 @@ __all__ = [
   'Flatten',
   'GlobalAveragePooling1D',
   'GlobalMaxPooling1D',
+  'KerasSequential',
+  'LINEN_TO_NNX',
   'Lambda',
   'LocallyConnected1D',
   'Loss',
@@ -64,4 +74,6 @@ __all__ = [
   'SpatialDropout1D',
   'SpatialDropout2D',
   'SpatialDropout3D',
+  'from_linen',
+  'to_linen',
 ]

@@ -9,10 +9,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from flax_dense._src.linen.attention import AttentionDecoder
 from flax_dense._src.linen.core import (
   Activation,
   Flatten,
+  Lambda,
   Permute,
   RepeatVector,
   Reshape,
@@ -24,8 +27,14 @@ from flax_dense._src.linen.dropout import (
   SpatialDropout2D,
   SpatialDropout3D,
 )
+from flax_dense._src.linen.locally_connected import LocallyConnected1D
 from flax_dense._src.linen.masking import Masking
-from flax_dense._src.linen.pooling import GlobalAveragePooling1D
+from flax_dense._src.linen.multi_io import MultiIODense
+from flax_dense._src.linen.pooling import (
+  GlobalAveragePooling1D,
+  GlobalMaxPooling1D,
+)
+from flax_dense._src.linen.product import ConstProduct
 from flax_dense._src.linen.regularizers import ActivityRegularization
 from flax_dense._src.ops.activations import KERAS_ACTIVATIONS
 from flax_dense._src.ops.masking import compute_mask
@@ -156,6 +165,82 @@ def keras_weights_to_params(
 MASK_FLOWS = ('compute', 'propagate', 'consume', 'drop')
 
 
+def check_sequential(
+  container: str,
+  layers: Sequence[Any],
+  names: Sequence[str] | None,
+  mask_flow: Sequence[str] | None,
+  masking_type: type,
+) -> None:
+  """Raises our own error unless ``names`` and ``mask_flow`` fit ``layers``.
+
+  Shared by the linen and NNX ``KerasSequential``.
+
+  Args:
+    container: the class name, for the messages.
+    layers: the layers, in order.
+    names: one name per layer, or ``None``.
+    mask_flow: one of :data:`MASK_FLOWS` per layer, or ``None``.
+    masking_type: the ``Masking`` class of the front end, the only layer
+      whose flow may be ``'compute'``.
+  """
+  count = len(layers)
+  for field, value in (('names', names), ('mask_flow', mask_flow)):
+    if value is not None and len(value) != count:
+      raise ValueError(
+        f'{container}: {field} must have one entry per layer ({count}), got'
+        f' {len(value)}: {tuple(value)}.'
+      )
+  for index, flow in enumerate(mask_flow or ()):
+    if flow not in MASK_FLOWS:
+      raise ValueError(
+        f'{container}: mask_flow[{index}] must be one of {MASK_FLOWS}, got'
+        f' {flow!r}.'
+      )
+    if flow == 'compute' and not isinstance(layers[index], masking_type):
+      raise ValueError(
+        f"{container}: mask_flow[{index}] is 'compute', which only a Masking"
+        f' layer does, but layer {index} is a {type(layers[index]).__name__}.'
+      )
+
+
+def apply_sequential(
+  layers: Sequence[Any],
+  mask_flow: Sequence[str] | None,
+  inputs: Any,
+  call: Callable[[int, Any, Any, dict[str, Any]], Any],
+) -> Any:
+  """Runs ``layers`` in order on ``inputs``, passing the Keras mask along.
+
+  Shared by the linen and NNX ``KerasSequential``: a ``'compute'`` layer
+  makes the mask from its inputs, ``'propagate'`` passes it on,
+  ``'consume'`` gets it as ``mask=`` and ends it, ``'drop'`` ends it.
+
+  Args:
+    layers: the layers, in order.
+    mask_flow: one of :data:`MASK_FLOWS` per layer, or ``None`` (no mask).
+    inputs: the first layer's inputs.
+    call: ``call(index, layer, inputs, kwargs)`` applies one layer, with
+      ``kwargs`` holding the mask for a consuming layer.
+
+  Returns:
+    The last layer's outputs.
+  """
+  flows = mask_flow or ('drop',) * len(layers)
+  mask = None
+  for index, (layer, flow) in enumerate(zip(layers, flows, strict=True)):
+    kwargs = {}
+    if flow == 'consume' and mask is not None:
+      kwargs['mask'] = mask
+    outputs = call(index, layer, inputs, kwargs)
+    if flow == 'compute':
+      mask = compute_mask(inputs, layer.mask_value)
+    elif flow != 'propagate':
+      mask = None
+    inputs = outputs
+  return inputs
+
+
 class KerasSequential(nn.Module):
   """Applies layers one after another, passing a Keras mask along.
 
@@ -198,29 +283,6 @@ class KerasSequential(nn.Module):
   names: Sequence[str] | None = None
   mask_flow: Sequence[str] | None = None
 
-  def _check(self) -> None:
-    count = len(self.layers)
-    for field in ('names', 'mask_flow'):
-      value = getattr(self, field)
-      if value is not None and len(value) != count:
-        raise ValueError(
-          f'KerasSequential: {field} must have one entry per layer'
-          f' ({count}), got {len(value)}: {tuple(value)}.'
-        )
-    for index, flow in enumerate(self.mask_flow or ()):
-      layer = self.layers[index]
-      if flow not in MASK_FLOWS:
-        raise ValueError(
-          f'KerasSequential: mask_flow[{index}] must be one of {MASK_FLOWS},'
-          f' got {flow!r}.'
-        )
-      if flow == 'compute' and not isinstance(layer, Masking):
-        raise ValueError(
-          f"KerasSequential: mask_flow[{index}] is 'compute', which only a"
-          f' Masking layer does, but layer {index} is a'
-          f' {type(layer).__name__}.'
-        )
-
   @nn.compact
   def __call__(self, inputs: Any, deterministic: bool = True) -> Any:
     """Applies the layers.
@@ -238,24 +300,18 @@ class KerasSequential(nn.Module):
         layer, or ``mask_flow`` holds an unknown value or ``'compute'`` for
         a layer other than :class:`Masking`.
     """
-    self._check()
-    flows = self.mask_flow or ('drop',) * len(self.layers)
-    mask = None
-    for index, (layer, flow) in enumerate(zip(self.layers, flows, strict=True)):
+    check_sequential(
+      'KerasSequential', self.layers, self.names, self.mask_flow, Masking
+    )
+
+    def call(index, layer, inputs, kwargs):
       if self.names is not None:
         layer = layer.clone(parent=self, name=self.names[index])
-      kwargs = {}
-      if flow == 'consume' and mask is not None:
-        kwargs['mask'] = mask
       if getattr(layer, 'deterministic', False) is None:
         kwargs['deterministic'] = deterministic
-      outputs = layer(inputs, **kwargs)
-      if flow == 'compute':
-        mask = compute_mask(inputs, layer.mask_value)
-      elif flow != 'propagate':
-        mask = None
-      inputs = outputs
-    return inputs
+      return layer(inputs, **kwargs)
+
+    return apply_sequential(self.layers, self.mask_flow, inputs, call)
 
 
 # ---------------------------------------------------------------------------
@@ -350,84 +406,122 @@ def _einsum_dense(layer: Any) -> list[_Step]:
   return [_Step(layer.name, module, 'drop', params)]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Converter:
+  """How one Keras layer class becomes steps of the imported model.
+
+  Attributes:
+    makes: the module types its steps can hold (the registry test reads
+      them: a public layer must be made by some converter, or be listed in
+      :data:`NOT_IMPORTED`).
+    convert: the Keras layer to its steps.
+  """
+
+  makes: tuple[type[nn.Module], ...]
+  convert: Callable[[Any], list[_Step]]
+
+
 def _weightless(
-  make_module: Callable[[Any, dict[str, Any]], nn.Module], mask_flow: str
-) -> Callable[[Any], list[_Step]]:
-  """The converter of a layer without weights: one module from its config."""
+  module_type: type[nn.Module],
+  mask_flow: str,
+  arguments: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
+) -> _Converter:
+  """The converter of a Keras layer without weights: one ``module_type``.
+
+  Args:
+    module_type: the flax_dense layer.
+    mask_flow: what it does with the mask.
+    arguments: ``arguments(layer, config)``, the module's keyword arguments;
+      default: each of its fields that the Keras config holds under the
+      same name and not as ``None``, lists as tuples (a module must hash).
+  """
+
+  def fields_from_config(layer: Any, config: dict[str, Any]) -> dict[str, Any]:
+    del layer
+    return {
+      field.name: tuple(value) if isinstance(value, list) else value
+      for field in dataclasses.fields(module_type)
+      if field.init
+      and field.name not in ('parent', 'name')
+      and (value := config.get(field.name)) is not None
+    }
+
+  arguments = arguments or fields_from_config
 
   def convert(layer: Any) -> list[_Step]:
-    module = make_module(layer, layer.get_config())
+    module = module_type(**arguments(layer, layer.get_config()))
     return [_Step(layer.name, module, mask_flow)]
 
-  return convert
-
-
-def _activation(layer: Any, config: dict[str, Any]) -> nn.Module:
-  return Activation(_activation_name(layer, config['activation']))
-
-
-def _dropout(layer: Any, config: dict[str, Any]) -> nn.Module:
-  noise_shape = config['noise_shape']
-  if noise_shape is not None:
-    noise_shape = tuple(noise_shape)
-  return Dropout(config['rate'], noise_shape=noise_shape)
-
-
-def _spatial_dropout(module_type: type[nn.Module]) -> Callable:
-  def make_module(layer: Any, config: dict[str, Any]) -> nn.Module:
-    # SpatialDropout1D has no data_format: always channels-last.
-    data_format = config.get('data_format') or 'channels_last'
-    return module_type(config['rate'], data_format=data_format)
-
-  return make_module
+  return _Converter((module_type,), convert)
 
 
 def _no_step(layer: Any) -> list[_Step]:
   return []
 
 
-def _converters(keras: Any) -> dict[type, Callable[[Any], list[_Step]]]:
+def _converters(keras: Any) -> dict[type, _Converter]:
   """For each covered Keras layer class, its conversion to steps."""
   layers = keras.layers
   return {
-    layers.Activation: _weightless(_activation, 'propagate'),
+    layers.Activation: _weightless(
+      Activation,
+      'propagate',
+      lambda layer, config: {
+        'activation': _activation_name(layer, config['activation'])
+      },
+    ),
     # Its penalty is added as any layer's activity_regularizer, in _convert.
-    layers.ActivityRegularization: _no_step,
-    layers.Dense: _dense,
-    layers.Dropout: _weightless(_dropout, 'propagate'),
-    layers.EinsumDense: _einsum_dense,
-    layers.Flatten: _weightless(
-      lambda _, config: Flatten(config['data_format']), 'drop'
+    layers.ActivityRegularization: _Converter(
+      (ActivityRegularization,), _no_step
     ),
+    layers.Dense: _Converter((nn.Dense, Activation), _dense),
+    layers.Dropout: _weightless(Dropout, 'propagate'),
+    layers.EinsumDense: _Converter((PerPositionDense,), _einsum_dense),
+    layers.Flatten: _weightless(Flatten, 'drop'),
     layers.GlobalAveragePooling1D: _weightless(
-      lambda _, config: GlobalAveragePooling1D(
-        config['data_format'], config['keepdims']
-      ),
-      'consume',
+      GlobalAveragePooling1D, 'consume'
     ),
-    layers.InputLayer: _no_step,
-    layers.Masking: _weightless(
-      lambda _, config: Masking(config['mask_value']), 'compute'
-    ),
-    layers.Permute: _weightless(
-      lambda _, config: Permute(tuple(config['dims'])), 'drop'
-    ),
-    layers.RepeatVector: _weightless(
-      lambda _, config: RepeatVector(config['n']), 'drop'
-    ),
-    layers.Reshape: _weightless(
-      lambda _, config: Reshape(tuple(config['target_shape'])), 'drop'
-    ),
-    layers.SpatialDropout1D: _weightless(
-      _spatial_dropout(SpatialDropout1D), 'propagate'
-    ),
-    layers.SpatialDropout2D: _weightless(
-      _spatial_dropout(SpatialDropout2D), 'propagate'
-    ),
-    layers.SpatialDropout3D: _weightless(
-      _spatial_dropout(SpatialDropout3D), 'propagate'
-    ),
+    layers.InputLayer: _Converter((), _no_step),
+    layers.Masking: _weightless(Masking, 'compute'),
+    layers.Permute: _weightless(Permute, 'drop'),
+    layers.RepeatVector: _weightless(RepeatVector, 'drop'),
+    layers.Reshape: _weightless(Reshape, 'drop'),
+    # SpatialDropout1D has no data_format in Keras: always channels-last.
+    layers.SpatialDropout1D: _weightless(SpatialDropout1D, 'propagate'),
+    layers.SpatialDropout2D: _weightless(SpatialDropout2D, 'propagate'),
+    layers.SpatialDropout3D: _weightless(SpatialDropout3D, 'propagate'),
   }
+
+
+#: The public layers no Keras layer is imported as, and why. The registry
+#: test fails for a public layer that is neither made by a converter of
+#: :func:`_converters` nor listed here.
+NOT_IMPORTED: dict[type[nn.Module], str] = {
+  AttentionDecoder: (
+    'a custom layer of a Keras tutorial, not a keras.layers class: import'
+    ' its weights by name, which it keeps'
+  ),
+  ConstProduct: (
+    'a custom layer of a Keras tutorial, not a keras.layers class: pass its'
+    ' weights as weights='
+  ),
+  GlobalMaxPooling1D: (
+    "not yet: Keras's layer ignores the mask, which ours honours, so its"
+    " import needs mask_flow 'drop' and a test against Keras first"
+  ),
+  LocallyConnected1D: (
+    'Keras 3 has no LocallyConnected1D (Keras 2 had): read tf.keras files'
+    ' holding one with the HDF5 reader of flax_dense._src.interop.keras_h5'
+  ),
+  Lambda: (
+    "a Keras Lambda holds Python code for Keras's backend, not a JAX"
+    ' function: rebuild it as fd.Lambda(function)'
+  ),
+  MultiIODense: (
+    'a custom layer of a Keras tutorial (MyLayer), not a keras.layers'
+    ' class; two inputs do not fit a single chain either'
+  ),
+}
 
 
 def _activity_regularization(keras: Any, layer: Any) -> nn.Module | None:
@@ -459,8 +553,12 @@ def _swap_params_and_constants(variables: dict) -> dict:
   return {**variables, 'params': constants, CONSTANTS: params}
 
 
-def _frozen(module: nn.Module) -> nn.Module:
-  """``module`` with its ``params`` stored in the ``constants`` collection."""
+def frozen(module: nn.Module) -> nn.Module:
+  """``module`` with its ``params`` stored in the ``constants`` collection.
+
+  How :func:`from_keras` freezes a layer set ``trainable = False`` in Keras;
+  ``fd.nnx.to_linen`` freezes a layer whose NNX weights are constants so.
+  """
   frozen_type = nn.map_variables(
     type(module),
     ('params', CONSTANTS),
@@ -481,15 +579,15 @@ def _convert(
   keras: Any, converters: dict, layer: Any
 ) -> tuple[list[_Step], bool]:
   """The steps of one Keras layer, and whether its weights train."""
-  convert = converters.get(type(layer))
-  if convert is None:
+  converter = converters.get(type(layer))
+  if converter is None:
     covered = ', '.join(sorted(kind.__name__ for kind in converters))
     raise ValueError(
       f'from_keras: {_describe(layer)} is not covered; flax_dense imports'
       f' {covered}. Rebuild that part of the model in Flax, or import its'
       ' weights with keras_weights_to_params.'
     )
-  steps = convert(layer)
+  steps = converter.convert(layer)
   regularization = _activity_regularization(keras, layer)
   if regularization is not None:
     name = f'{layer.name}_activity_regularizer' if steps else layer.name
@@ -566,9 +664,16 @@ def _import_keras() -> Any:
   return keras
 
 
+#: The front ends :func:`from_keras` builds for.
+APIS = ('linen', 'nnx')
+
+
 def from_keras(
   model_or_path: Any,
-) -> tuple[KerasSequential, dict[str, Any]]:
+  *,
+  api: str = 'linen',
+  rngs: nnx.Rngs | None = None,
+) -> tuple[KerasSequential, dict[str, Any]] | nnx.Module:
   """A Keras 3 model as a Flax module and its variables, same outputs.
 
   Reads a ``keras.Sequential`` or a functional ``keras.Model`` whose layers
@@ -579,6 +684,13 @@ def from_keras(
   :class:`KerasSequential`). Weights of layers set ``trainable = False`` go
   to the ``constants`` collection, so :func:`flax_dense.summary` reports
   Keras's trainable and non-trainable counts.
+
+  With ``api='nnx'`` the model is an NNX :class:`flax_dense.nnx.KerasSequential`
+  instead, holding the NNX twins of the same layers (built by
+  :func:`flax_dense.nnx.from_linen`) with their weights: frozen ones as
+  ``fd.nnx.Constant``. It is returned in eval mode, so ``model(x)`` equals
+  Keras's ``model(x)``; ``model.train()`` turns dropout on, drawing from
+  ``rngs``.
 
   Covered layers: ``Activation``, ``ActivityRegularization``, ``Dense``
   (any input rank, as ``flax.linen.Dense`` followed by ``Activation`` when
@@ -605,23 +717,45 @@ def from_keras(
     >>> x = np.ones((2, 5, 3), np.float32)
     >>> module.apply(variables, x).shape
     (2, 4)
+    >>> nnx_model = fd.from_keras(model, api='nnx')
+    >>> bool(jnp.allclose(nnx_model(x), module.apply(variables, x)))
+    True
 
   Args:
     model_or_path: a built ``keras.Model``, or the path of a ``.keras``
       file.
+    api: ``'linen'`` for a linen module and its variables, ``'nnx'`` for an
+      NNX model.
+    rngs: with ``api='nnx'``, the ``nnx.Rngs`` the dropout layers draw from
+      in training (``None``: pass ``rngs=`` when calling the model).
 
   Returns:
-    ``(module, variables)``: a :class:`KerasSequential` and
-    ``{'params': ..., 'constants': ...}`` (collections without weights left
-    out), keyed by the Keras layer names.
+    With ``api='linen'``, ``(module, variables)``: a
+    :class:`KerasSequential` and ``{'params': ..., 'constants': ...}``
+    (collections without weights left out), keyed by the Keras layer names.
+    With ``api='nnx'``, a :class:`flax_dense.nnx.KerasSequential`.
 
   Raises:
     ImportError: if Keras 3 is not installed.
-    ValueError: for a layer, activation, regularizer or EinsumDense
+    ValueError: for an unknown ``api``, ``rngs`` given with
+      ``api='linen'``, a layer, activation, regularizer or EinsumDense
       equation that is not covered (naming the layer and listing what is),
       a model that is not a single chain, a subclassed or unbuilt model, or
       anything other than a Keras model or a path.
+    TypeError: with ``api='nnx'``, for ``rngs`` that is not an
+      ``nnx.Rngs``.
   """
+  if api not in APIS:
+    raise ValueError(
+      f'from_keras: api must be one of {APIS} (the front end of the model it'
+      f' returns), got {api!r}.'
+    )
+  if api == 'linen' and rngs is not None:
+    raise ValueError(
+      "from_keras: rngs is for api='nnx', whose dropout layers keep their"
+      ' streams; a linen module takes rngs= when applied, got'
+      f' rngs={rngs!r} with api={api!r}.'
+    )
   keras = _import_keras()
   model = model_or_path
   if isinstance(model, str | os.PathLike):
@@ -647,9 +781,15 @@ def from_keras(
         collection = 'params' if trainable else CONSTANTS
         variables.setdefault(collection, {})[step.name] = step.params
         if not trainable:
-          module = _frozen(module)
+          module = frozen(module)
       layers.append(module)
       names.append(step.name)
       flows.append(step.mask_flow)
   module = KerasSequential(tuple(layers), tuple(names), tuple(flows))
-  return module, jax.tree.map(jnp.asarray, variables)
+  variables = jax.tree.map(jnp.asarray, variables)
+  if api == 'linen':
+    return module, variables
+  # Imported here: the NNX converter imports this module.
+  from flax_dense._src.nnx.convert import from_linen
+
+  return from_linen(module, variables, rngs=rngs)
