@@ -330,3 +330,32 @@ def test_mesh_train_step_never_gathers_the_kernel(mesh, batch):
   ], found
   # Data parallelism sums the gradients (and the loss): all-reduces only.
   assert {op for op, _ in found} == {'all-reduce'}, found
+
+
+def test_mesh_checkpoint_restores_onto_another_layout(mesh, tmp_path):
+  layer, optimizer = sharded_layer_and_optimizer(mesh)
+  saved = {'layer': nnx.state(layer), 'optimizer': nnx.state(optimizer)}
+  fd.checkpoint.save(tmp_path, saved)
+  # Onto another mesh: positions over 2 devices, batch over 4; the target
+  # is abstract, each variable a jax.ShapeDtypeStruct with its sharding.
+  other = train_sharded.make_mesh(4, 2)
+  target = jax.tree.map(
+    lambda array, sharding: jax.ShapeDtypeStruct(
+      array.shape, array.dtype, sharding=sharding
+    ),
+    saved,
+    fd.sharding.mesh_shardings(saved, other),
+  )
+  restored = fd.checkpoint.restore(tmp_path, target=target)
+  fresh = fd.sharding.logically_partitioned(per_position(seed=5))
+  nnx.update(fresh, restored['layer'])
+  kernel = fresh.kernel.get_value()
+  assert kernel.sharding == target['layer']['kernel'].get_value().sharding
+  assert {shard.data.shape for shard in kernel.addressable_shards} == {
+    (P // 2, D, K)
+  }
+  for got, want in zip(
+    jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True
+  ):
+    assert got.dtype == want.dtype
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
