@@ -43,6 +43,9 @@ from flax_dense._src.linen.regularizers import (
 from flax_dense._src.ops.activations import (
   KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
 )
+from flax_dense._src.ops.activations import (
+  keras_activation as keras_activation,
+)
 from flax_dense._src.ops.losses import (
   masked_sparse_categorical_accuracy as masked_sparse_categorical_accuracy,
 )
@@ -100,6 +103,7 @@ __all__ = [
   'constrain',
   'from_keras',
   'functional',
+  'keras_activation',
   'keras_weights_to_params',
   'l1_l2',
   'masked_max',

@@ -356,3 +356,36 @@ def test_keras_activation_needs_a_name():
     r' string\), got None of type NoneType\.',
   ):
     keras_activation(None)
+
+
+def test_activation_layers_take_keras_parameters():
+  x = np.linspace(-3.0, 3.0, 13, dtype=np.float32)[None]
+  expected = np.asarray(keras.activations.leaky_relu(x, negative_slope=0.1))
+  linen = fd.Activation('leaky_relu', {'negative_slope': 0.1})
+  np.testing.assert_array_equal(linen.apply({}, x), expected)
+  hash(linen)  # hashable, so usable as a static argument
+  np.testing.assert_array_equal(
+    fd.nnx.Activation('leaky_relu', negative_slope=0.1)(x), expected
+  )
+  layer = fd.PerPositionDense(2, activation=fd.keras_activation('elu', alpha=2))
+  y = layer.apply(layer.init(jax.random.key(0), x[..., None]), x[..., None])
+  assert float(y.min()) >= -2.0 and float(y.min()) < -1.0
+
+
+def test_activation_layers_reject_unknown_parameters():
+  message = r"Activation: activation 'leaky_relu' has no parameter 'slope'"
+  with pytest.raises(ValueError, match=message):
+    fd.Activation('leaky_relu', {'slope': 0.1}).apply({}, jnp.ones(2))
+  with pytest.raises(ValueError, match=message):
+    fd.nnx.Activation('leaky_relu', slope=0.1)
+
+
+def test_bound_activation_is_one_object_per_parameters():
+  # The layers' jitted ops take the activation as a static argument: a new
+  # object at every call would compile them again.
+  assert fd.keras_activation('elu', alpha=2) is fd.keras_activation(
+    'elu', alpha=2
+  )
+  assert fd.keras_activation('elu', alpha=2) is not fd.keras_activation(
+    'elu', alpha=3
+  )

@@ -202,7 +202,7 @@ def test_unknown_activation_lists_known_names(key):
 
 def test_activation_of_wrong_type(key):
   with pytest.raises(
-    ValueError,
+    TypeError,
     match='activation must be None, a callable or a Keras name, got 3',
   ):
     fd.PerPositionDense(3, activation=3).init(key, jnp.ones((2, 3, 4)))

@@ -1,11 +1,12 @@
 """Keras core layers without weights, for linen."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from flax_dense._src import checks
 from flax_dense._src.ops.activations import (
@@ -29,14 +30,27 @@ class Activation(nn.Module):
     >>> import jax.numpy as jnp
     >>> fd.Activation('relu').apply({}, jnp.array([-1.0, 0.5]))
     Array([0. , 0.5], dtype=float32)
+    >>> layer = fd.Activation('leaky_relu', {'negative_slope': 0.1})
+    >>> layer.apply({}, jnp.array([-1.0, 0.5]))
+    Array([-0.1,  0.5], dtype=float32)
 
   Attributes:
     activation: ``None`` (identity), a callable, or a Keras activation name
       (``'softmax'``, ``'tanh'``, ``'relu'``, ...); ``softmax`` normalises
       over the last axis.
+    params: Keras's parameters of a named activation, such as
+      ``{'negative_slope': 0.1}`` for ``'leaky_relu'`` or ``{'axis': 1}``
+      for ``'softmax'``; those left out take Keras's defaults.
   """
 
   activation: str | ActivationFunction | None
+  params: Mapping[str, Any] | None = None
+
+  def __post_init__(self):
+    # A module must be hashable (static jit arguments, nn.jit): a dict is not.
+    if self.params is not None and not isinstance(self.params, FrozenDict):
+      object.__setattr__(self, 'params', FrozenDict(self.params))
+    super().__post_init__()
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Applies the activation.
@@ -48,9 +62,14 @@ class Activation(nn.Module):
       The activation of ``inputs``, same shape.
 
     Raises:
-      ValueError: for an unknown activation name or a non-callable.
+      ValueError: for an unknown activation name or parameter, or a
+        required parameter left out.
+      TypeError: for an activation that is neither ``None``, a string nor a
+        callable.
     """
-    function = resolve_activation(self.activation, 'Activation')
+    function = resolve_activation(
+      self.activation, 'Activation', **(self.params or {})
+    )
     return function(jnp.asarray(inputs))
 
 

@@ -29,19 +29,28 @@ class Activation(nnx.Module):
     >>> import jax.numpy as jnp
     >>> fd.nnx.Activation('relu')(jnp.array([-1.0, 0.5]))
     Array([0. , 0.5], dtype=float32)
+    >>> fd.nnx.Activation('leaky_relu', negative_slope=0.1)(
+    ...   jnp.array([-1.0, 0.5]))
+    Array([-0.1,  0.5], dtype=float32)
 
   Args:
     activation: ``None`` (identity), a callable, or a Keras activation name;
       ``softmax`` normalises over the last axis.
+    **params: Keras's parameters of a named activation, such as
+      ``negative_slope=0.1`` for ``'leaky_relu'``; those left out take
+      Keras's defaults.
   """
 
-  def __init__(self, activation: str | ActivationFunction | None):
-    resolve_activation(activation, 'Activation')
+  def __init__(
+    self, activation: str | ActivationFunction | None, **params: Any
+  ):
+    resolve_activation(activation, 'Activation', **params)
     self.activation = activation
+    self.params = params
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Applies the activation to ``inputs`` of any shape."""
-    function = resolve_activation(self.activation, 'Activation')
+    function = resolve_activation(self.activation, 'Activation', **self.params)
     return function(jnp.asarray(inputs))
 
 

@@ -186,7 +186,15 @@ def _bind_parameters(
     )
   if not params:
     return function
-  return functools.partial(function, **params)
+  return _partial(function, tuple(sorted(params.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _partial(function: ActivationFunction, params: tuple) -> ActivationFunction:
+  # One object per activation and parameters: the layers' jitted ops take
+  # the activation as a static argument, and a new partial at every call
+  # would compile them again.
+  return functools.partial(function, **dict(params))
 
 
 def resolve_activation(
@@ -249,8 +257,7 @@ def keras_activation(name: str, **params: Any) -> ActivationFunction:
 
     >>> import flax_dense as fd
     >>> import jax.numpy as jnp
-    >>> from flax_dense._src.ops.activations import keras_activation
-    >>> leaky = keras_activation('leaky_relu', negative_slope=0.1)
+    >>> leaky = fd.keras_activation('leaky_relu', negative_slope=0.1)
     >>> leaky(jnp.array([-2.0, 3.0]))
     Array([-0.2,  3. ], dtype=float32)
     >>> fd.Activation(leaky).apply({}, jnp.array([-2.0, 3.0]))
