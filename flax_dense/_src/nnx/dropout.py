@@ -115,7 +115,11 @@ class Dropout(_DropoutBase):
     rngs: nnx.Rngs | nnx.RngStream | None = None,
   ):
     super().__init__(rate, deterministic, rng_collection, rngs)
-    self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+    # A list becomes a tuple; anything else reaches the shared check as given
+    # (tuple('ab') would hide a string from it).
+    if isinstance(noise_shape, list):
+      noise_shape = tuple(noise_shape)
+    self.noise_shape = noise_shape
 
   def __call__(
     self,
