@@ -1,5 +1,7 @@
 """LocallyConnected1D against a NumPy loop, tf.keras outputs, and itself."""
 
+import importlib.util
+import json
 import pathlib
 
 import jax
@@ -13,6 +15,9 @@ import flax_dense as fd
 from flax_dense.functional import locally_connected_1d
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+BENCHMARK = (
+  pathlib.Path(__file__).parents[1] / 'benchmarks' / 'locally_connected.py'
+)
 
 NUMPY_ACTIVATIONS = {
   None: lambda y: y,
@@ -450,3 +455,27 @@ def test_nnx_constructor_errors():
       kernel_init=lambda key, shape, dtype: jnp.zeros((2, 2)),
       rngs=nnx.Rngs(0),
     )
+
+
+def test_quick_benchmark_checks_peers_and_writes_json(tmp_path):
+  # No timing is asserted: the machine running the tests may be busy.
+  spec = importlib.util.spec_from_file_location('benchmark', BENCHMARK)
+  benchmark = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(benchmark)
+  results = benchmark.main(
+    ['--quick', '--repeats', '1', '--out', str(tmp_path)]
+  )
+  with open(tmp_path / 'locally_connected.json') as f:
+    assert json.load(f)['sizes'] == results['sizes']
+  assert len(results['sizes']) == 2
+  for entry in results['sizes']:
+    assert set(entry['implementations']) == {
+      'fd.LocallyConnected1D',
+      'vmap(locally_connected_1d)',
+      'windows -> PerPositionDense path',
+      'flax nn.ConvLocal',
+    }
+    for record in entry['implementations'].values():
+      assert record['output_relative_error'] < 1e-5
+      assert record['gradient_relative_error'] < 1e-5
+      assert record['forward_median_s'] > 0 and record['step_median_s'] > 0

@@ -3,10 +3,10 @@
 Keras 2's ``LocallyConnected1D`` (``implementation=1``) as a per-position
 dense layer over windows: the ``kernel_size`` input steps a window covers
 are flattened into one vector of ``kernel_size * D`` features, and output
-step ``o`` multiplies its window by its own matrix ``kernel[o]``. The
-windows are built with ``kernel_size`` strided slices (no gather, so the
-gradient is a pad, not a scatter) and multiplied by the same per-position
-contraction as ``PerPositionDense``, with its fast batched paths.
+step ``o`` multiplies its window by its own matrix ``kernel[o]``, the
+per-position contraction of ``PerPositionDense``. The windows are built
+with ``kernel_size`` strided slices (no gather, so the gradient is a pad,
+not a scatter).
 """
 
 from collections.abc import Callable
@@ -14,17 +14,15 @@ from collections.abc import Callable
 import chex
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
 from flax_dense._src.checks import valid_output_length
+from flax_dense._src.ops.batching import vmap_leading
 from flax_dense._src.ops.dense import (
   per_position_dense,
   per_position_dense_layer,
 )
-
-
-def _identity(outputs: jax.Array) -> jax.Array:
-  return outputs
 
 
 def windows(
@@ -161,9 +159,12 @@ def locally_connected_1d_layer(
 ) -> jax.Array:
   """The ``LocallyConnected1D`` layer of both front ends, over a batch.
 
-  Every leading axis is a batch axis. The windows of the whole batch go
-  through ``PerPositionDense``'s batched contraction, which equals
-  ``jax.vmap`` of :func:`locally_connected_1d` to float rounding.
+  Every leading axis is a batch axis. With ``kernel_size == strides == 1``
+  and ``channels_last`` the windows are the inputs and the layer is
+  ``PerPositionDense``, so it takes that layer's batched paths; otherwise
+  it is ``jax.vmap`` of :func:`locally_connected_1d`, which measured faster
+  than sending the windows of the whole batch through those paths (see
+  ``benchmarks/locally_connected.py``).
 
   Args:
     inputs: ``(..., L, D)``, or ``(..., D, L)`` for ``'channels_first'``,
@@ -182,12 +183,15 @@ def locally_connected_1d_layer(
     ``(..., L_out, filters)``, or ``(..., filters, L_out)`` for
     ``'channels_first'``.
   """
-  outputs = per_position_dense_layer(
-    windows(inputs, kernel_size, strides, data_format),
-    kernel,
-    _position_bias(bias, data_format),
-    _identity,
-    dtype,
-    precision,
-  )
-  return activation(_to_layout(outputs, data_format))
+  inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=dtype)
+  if kernel_size == 1 and strides == 1 and data_format == 'channels_last':
+    return per_position_dense_layer(
+      inputs, kernel, bias, activation, dtype, precision
+    )
+
+  def one_example(example, kernel, bias):
+    return locally_connected_1d(
+      example, kernel, bias, strides, data_format, precision
+    )
+
+  return activation(vmap_leading(one_example, inputs, 2, kernel, bias))
