@@ -1,0 +1,194 @@
+"""Every public layer has its NNX twin, functional core, converter and import.
+
+The layers are found, not listed: every ``flax.linen.Module`` subclass in
+``flax_dense.__all__`` but the containers. A layer added without one of
+these, or without an explicit, documented exclusion, fails here:
+
+- its NNX twin, of the same name in :mod:`flax_dense.nnx`;
+- its functional core, a pure function of :mod:`flax_dense.functional`
+  that both front ends really call (:data:`FUNCTIONAL_CORES`, or an entry
+  of :data:`NO_FUNCTIONAL_CORE`);
+- its ``fd.nnx.from_linen`` conversion (``fd.nnx.LINEN_TO_NNX``) and a
+  parity case in tests/test_nnx_parity.py;
+- a Keras converter of ``fd.from_keras`` that makes it, or an entry of
+  ``NOT_IMPORTED`` in flax_dense/_src/interop/keras.py.
+"""
+
+import sys
+
+import flax.linen as nn
+import jax
+import pytest
+from flax import nnx
+from test_nnx_parity import CASES
+
+import flax_dense as fd
+from flax_dense import functional
+from flax_dense._src.interop import keras as interop
+
+#: Public linen modules that hold layers rather than being one, and why.
+CONTAINERS = {
+  'KerasSequential': 'applies layers in order; converted layer by layer',
+}
+
+#: The pure function of flax_dense.functional each layer runs.
+FUNCTIONAL_CORES = {
+  'Activation': 'resolve_activation',
+  'AttentionDecoder': 'attention_decoder',
+  'ConstProduct': 'const_product',
+  'Dropout': 'dropout',
+  'Flatten': 'flatten',
+  'LocallyConnected1D': 'locally_connected_1d',
+  'Masking': 'masking',
+  'MultiIODense': 'multi_io_dense',
+  'PerPositionDense': 'per_position_dense',
+  'Permute': 'permute',
+  'RepeatVector': 'repeat_vector',
+  'Reshape': 'reshape',
+  'SpatialDropout1D': 'dropout',
+  'SpatialDropout2D': 'dropout',
+  'SpatialDropout3D': 'dropout',
+}
+
+#: The layers without a function of their own in flax_dense.functional, and
+#: why.
+NO_FUNCTIONAL_CORE = {
+  'ActivityRegularization': (
+    'the identity; its penalty is fd.l1_l2 of the whole batch, divided by'
+    ' the batch size, not a function of one example'
+  ),
+  'GlobalAveragePooling1D': (
+    'its core is fd.masked_mean, public at the top level of flax_dense (it'
+    ' serves the masked losses too), not in flax_dense.functional'
+  ),
+  'GlobalMaxPooling1D': (
+    'its core is fd.masked_max, public at the top level of flax_dense, not'
+    ' in flax_dense.functional'
+  ),
+  'Lambda': "it runs the user's function; it has no math of its own",
+}
+
+
+def public_layers():
+  return sorted(
+    name
+    for name in fd.__all__
+    if isinstance(getattr(fd, name), type)
+    and issubclass(getattr(fd, name), nn.Module)
+    and name not in CONTAINERS
+  )
+
+
+LAYERS = public_layers()
+
+
+def test_the_layers_are_found():
+  # Guards the search itself: these are layers by any account.
+  assert {'PerPositionDense', 'Dropout', 'Masking', 'AttentionDecoder'} <= set(
+    LAYERS
+  )
+  assert set(CONTAINERS) <= set(fd.__all__)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_layer_has_an_nnx_twin_of_the_same_name(name):
+  assert name in fd.nnx.__all__, f'fd.nnx has no {name}'
+  twin = getattr(fd.nnx, name)
+  assert isinstance(twin, type) and issubclass(twin, nnx.Module)
+
+
+@pytest.mark.parametrize('name', sorted(CONTAINERS))
+def test_container_has_an_nnx_twin_of_the_same_name(name):
+  assert issubclass(getattr(fd.nnx, name), nnx.Module)
+  assert getattr(fd, name) not in fd.nnx.LINEN_TO_NNX  # converted apart
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_layer_has_a_from_linen_conversion_and_a_parity_case(name):
+  layer = getattr(fd, name)
+  assert layer in fd.nnx.LINEN_TO_NNX, f'fd.nnx.LINEN_TO_NNX has no {name}'
+  assert fd.nnx.LINEN_TO_NNX[layer].nnx_type is getattr(fd.nnx, name)
+  assert any(type(case.module) is layer for case in CASES), (
+    f'tests/test_nnx_parity.py has no case of {name}'
+  )
+
+
+def test_functional_lists_name_only_public_layers_and_functions():
+  assert set(FUNCTIONAL_CORES).isdisjoint(NO_FUNCTIONAL_CORE)
+  assert set(FUNCTIONAL_CORES) | set(NO_FUNCTIONAL_CORE) <= set(LAYERS)
+  assert set(FUNCTIONAL_CORES.values()) <= set(functional.__all__)
+
+
+def calls_during(run):
+  """The code objects of the Python functions ``run()`` calls, jit off.
+
+  Jit is off so that functions traced before (cached programs) run again.
+  """
+  called = set()
+
+  def profile(frame, event, arg):
+    del arg
+    if event == 'call':
+      called.add(frame.f_code)
+
+  with jax.disable_jit():
+    sys.setprofile(profile)
+    try:
+      run()
+    finally:
+      sys.setprofile(None)
+  return called
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_layer_has_a_functional_core_both_front_ends_call(name):
+  if name in NO_FUNCTIONAL_CORE:
+    assert NO_FUNCTIONAL_CORE[name]
+    return
+  assert name in FUNCTIONAL_CORES, (
+    f'{name}: name its function of flax_dense.functional in'
+    ' FUNCTIONAL_CORES, or say why it has none in NO_FUNCTIONAL_CORE'
+  )
+  core = getattr(functional, FUNCTIONAL_CORES[name]).__code__
+  case = next(case for case in CASES if type(case.module) is getattr(fd, name))
+  variables = case.module.init(
+    jax.random.key(0), *case.inputs, **case.linen_kwargs
+  )
+  twin = fd.nnx.from_linen(case.module, variables)
+  linen = calls_during(
+    lambda: case.module.apply(variables, *case.inputs, **case.linen_kwargs)
+  )
+  assert core in linen, f'fd.{name} does not call {core.co_name}'
+  twin_calls = calls_during(lambda: twin(*case.inputs, **case.nnx_kwargs))
+  assert core in twin_calls, f'fd.nnx.{name} does not call {core.co_name}'
+
+
+def keras_converters():
+  keras = pytest.importorskip('keras')
+  return interop._converters(keras)
+
+
+def test_keras_exclusions_name_only_public_layers_not_imported():
+  made = {
+    module
+    for converter in keras_converters().values()
+    for module in converter.makes
+  }
+  for layer, reason in interop.NOT_IMPORTED.items():
+    assert layer.__name__ in LAYERS and reason
+    assert layer not in made, f'{layer.__name__} is imported after all'
+
+
+@pytest.mark.parametrize('name', LAYERS)
+def test_layer_is_imported_from_keras_or_excluded(name):
+  layer = getattr(fd, name)
+  made = {
+    module
+    for converter in keras_converters().values()
+    for module in converter.makes
+  }
+  assert layer in made or layer in interop.NOT_IMPORTED, (
+    f'no Keras converter of fd.from_keras makes {name}: add one to'
+    ' _converters in flax_dense/_src/interop/keras.py, or say why not in'
+    ' NOT_IMPORTED there'
+  )
