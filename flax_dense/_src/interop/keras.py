@@ -742,13 +742,17 @@ def from_keras(
       equation that is not covered (naming the layer and listing what is),
       a model that is not a single chain, a subclassed or unbuilt model, or
       anything other than a Keras model or a path.
-    TypeError: with ``api='nnx'``, for ``rngs`` that is not an
-      ``nnx.Rngs``.
+    TypeError: for ``rngs`` that is not an ``nnx.Rngs``.
   """
   if api not in APIS:
     raise ValueError(
       f'from_keras: api must be one of {APIS} (the front end of the model it'
       f' returns), got {api!r}.'
+    )
+  if api == 'nnx' and rngs is not None and not isinstance(rngs, nnx.Rngs):
+    raise TypeError(
+      'from_keras: rngs must be an nnx.Rngs (the streams of the dropout'
+      f' layers) or None, got {rngs!r}.'
     )
   if api == 'linen' and rngs is not None:
     raise ValueError(
