@@ -215,6 +215,11 @@ class Conversion:
   takes_rngs: bool = False
 
 
+def _kernel(module: Any) -> tuple[str, ...]:
+  del module
+  return ('kernel',)
+
+
 def _kernel_and_bias(module: Any) -> tuple[str, ...]:
   return ('kernel', 'bias') if module.use_bias else ('kernel',)
 
@@ -365,7 +370,7 @@ LINEN_TO_NNX: dict[type[nn.Module], Conversion] = {
   linen_product.ConstProduct: Conversion(
     nnx_product.ConstProduct,
     ('trainable', 'dtype', 'param_dtype'),
-    weights=lambda module: ('kernel',),
+    weights=_kernel,
     collection=_const_product_collection,
     nnx_arguments=_const_product_weights,
     linen_arguments=_const_product_linen,
@@ -406,7 +411,7 @@ LINEN_TO_NNX: dict[type[nn.Module], Conversion] = {
   linen_multi_io.MultiIODense: Conversion(
     nnx_multi_io.MultiIODense,
     ('features', 'dtype', 'param_dtype', 'precision'),
-    weights=lambda module: ('kernel',),
+    weights=_kernel,
     nnx_arguments=_in_features('kernel', '(in_features, features)'),
   ),
   linen_dense.PerPositionDense: Conversion(
