@@ -23,6 +23,8 @@ from flax_dense._src.ops.locally_connected import (
 )
 from flax_dense._src.ops.masking import masking as masking
 from flax_dense._src.ops.multi_io import multi_io_dense as multi_io_dense
+from flax_dense._src.ops.pooling import masked_max as masked_max
+from flax_dense._src.ops.pooling import masked_mean as masked_mean
 from flax_dense._src.ops.product import const_product as const_product
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
   'dropout',
   'flatten',
   'locally_connected_1d',
+  'masked_max',
+  'masked_mean',
   'masking',
   'multi_io_dense',
   'per_position_dense',

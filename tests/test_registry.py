@@ -38,6 +38,8 @@ FUNCTIONAL_CORES = {
   'ConstProduct': 'const_product',
   'Dropout': 'dropout',
   'Flatten': 'flatten',
+  'GlobalAveragePooling1D': 'masked_mean',
+  'GlobalMaxPooling1D': 'masked_max',
   'LocallyConnected1D': 'locally_connected_1d',
   'Masking': 'masking',
   'MultiIODense': 'multi_io_dense',
@@ -56,14 +58,6 @@ NO_FUNCTIONAL_CORE = {
   'ActivityRegularization': (
     'the identity; its penalty is fd.l1_l2 of the whole batch, divided by'
     ' the batch size, not a function of one example'
-  ),
-  'GlobalAveragePooling1D': (
-    'its core is fd.masked_mean, public at the top level of flax_dense (it'
-    ' serves the masked losses too), not in flax_dense.functional'
-  ),
-  'GlobalMaxPooling1D': (
-    'its core is fd.masked_max, public at the top level of flax_dense, not'
-    ' in flax_dense.functional'
   ),
   'Lambda': "it runs the user's function; it has no math of its own",
 }
