@@ -1,0 +1,362 @@
+"""Training on several processes: joining them, feeding them, launching them.
+
+Three small pieces around ``jax.distributed``:
+
+* :func:`initialize` joins a process to the others (``jax.distributed
+  .initialize``) with bounded timeouts, CPU collectives over gloo, and our
+  own errors for a coordinator that cannot be reached or bound.
+* :func:`process_rows` says which rows of a global batch this process
+  feeds to ``jax.make_array_from_process_local_data``, so that each process
+  makes only its own rows and no process holds the global batch.
+* :func:`start_local_processes` and :func:`wait_local_processes` run
+  several processes on this machine, each with its own simulated CPU
+  devices, as a cluster would run one process per host; a process that
+  fails or hangs takes the others down with it instead of leaving them
+  waiting in a collective.
+"""
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+
+
+def free_port() -> int:
+  """A TCP port of 127.0.0.1 that nothing listens on at the moment."""
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
+
+
+def _split_address(address: str) -> tuple[str, int]:
+  """``('10.0.0.1', 1234)`` of ``'10.0.0.1:1234'`` (``'[::1]:1234'`` too)."""
+  host, separator, port = address.rpartition(':')
+  if not separator or not host or not port.isdigit():
+    raise ValueError(
+      f'initialize: coordinator_address must be host:port, e.g.'
+      f' 127.0.0.1:1234, got {address!r}.'
+    )
+  return host.strip('[]'), int(port)
+
+
+def _check_bindable(address: str) -> None:
+  """Process 0 serves the coordinator: ``address`` must be of this host."""
+  host, port = _split_address(address)
+  try:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+  except socket.gaierror as error:
+    raise ValueError(
+      f'initialize: process 0 runs the coordinator at {address}, but'
+      f' {host!r} is not a known host name ({error}).'
+    ) from None
+  family, _, _, _, sockaddr = infos[0]
+  with socket.socket(family, socket.SOCK_STREAM) as probe:
+    # As the coordinator's server does, so that a port a previous run left
+    # in TIME_WAIT counts as free.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      probe.bind(sockaddr)
+    except OSError as error:
+      raise ValueError(
+        f'initialize: process 0 runs the coordinator at {address}, but it'
+        f' cannot listen there ({error.strerror}): give an address of the'
+        ' host of process 0, with a free port.'
+      ) from None
+
+
+def _wait_reachable(address: str, timeout: float) -> float:
+  """Waits until the coordinator accepts connections; returns the seconds."""
+  host, port = _split_address(address)
+  start = time.monotonic()
+  while True:
+    try:
+      with socket.create_connection((host, port), timeout=1.0):
+        return time.monotonic() - start
+    except OSError as error:
+      if time.monotonic() - start >= timeout:
+        raise TimeoutError(
+          f'initialize: could not reach the JAX coordinator at {address}'
+          f' within {timeout:g} s ({error.strerror or error}). Start process'
+          ' 0 there first, check the address and port, or raise'
+          ' initialization_timeout.'
+        ) from None
+      time.sleep(0.2)
+
+
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  initialization_timeout: int = 300,
+  heartbeat_timeout: int = 100,
+) -> None:
+  """Joins this process to the others of a multi-process JAX program.
+
+  ``jax.distributed.initialize`` with bounded waits. (On CPU, collectives
+  across processes run over gloo, JAX's default
+  ``jax_cpu_collectives_implementation``, so the CPU devices of several
+  processes form one mesh.) With all of ``coordinator_address``,
+  ``num_processes`` and ``process_id`` given, the address is checked first
+  with our own errors: JAX itself aborts the process, without a Python
+  exception, when it cannot reach its coordinator. Without them, JAX finds
+  them on Cloud TPU, SLURM, Open MPI or Kubernetes (and reads
+  ``JAX_COORDINATOR_ADDRESS``).
+
+  After it, a process that dies makes the others fail at their next
+  collective (over gloo: at once) and ends them within
+  ``heartbeat_timeout`` seconds, when the coordinator stops hearing from it;
+  a coordinator that dies ends them at once.
+
+  Args:
+    coordinator_address: ``host:port`` of process 0, which serves the
+      coordinator there: a name or address of its host, and a free port.
+    num_processes: the number of processes.
+    process_id: this process's index, ``0 <= process_id < num_processes``.
+    initialization_timeout: seconds to wait for the coordinator and for all
+      processes to join.
+    heartbeat_timeout: seconds without a heartbeat after which a process is
+      taken for dead.
+
+  Raises:
+    ValueError: if the address is not ``host:port``, or is not one process
+      0 can listen on (another host, or a port in use).
+    TimeoutError: if a process other than 0 cannot reach the coordinator
+      within ``initialization_timeout`` seconds; the message names the
+      address.
+  """
+  explicit = None not in (coordinator_address, num_processes, process_id)
+  if explicit:
+    if not 0 <= process_id < num_processes:
+      raise ValueError(
+        f'initialize: process_id must be in [0, {num_processes}), got'
+        f' {process_id}.'
+      )
+    if process_id == 0:
+      _check_bindable(coordinator_address)
+    else:
+      waited = _wait_reachable(coordinator_address, initialization_timeout)
+      initialization_timeout = max(1, round(initialization_timeout - waited))
+  jax.distributed.initialize(
+    coordinator_address,
+    num_processes,
+    process_id,
+    initialization_timeout=initialization_timeout,
+    heartbeat_timeout_seconds=heartbeat_timeout,
+  )
+
+
+def process_rows(
+  sharding: jax.sharding.Sharding, global_shape: Sequence[int], axis: int = 0
+) -> np.ndarray:
+  """Indices along ``axis`` of the global array that this process feeds.
+
+  ``jax.make_array_from_process_local_data(sharding, local, global_shape)``
+  takes from each process only the slices its own devices hold, in order:
+  ``local`` holds, along ``axis``, the rows ``global[process_rows(...)]``.
+  When the process holds every row (the axis is not split across
+  processes), that is ``range(global_shape[axis])``.
+
+  Example usage::
+
+    >>> import jax, numpy as np
+    >>> from jax.sharding import NamedSharding, PartitionSpec
+    >>> from flax_dense._src.distributed import process_rows
+    >>> mesh = jax.make_mesh((1,), ('data',))
+    >>> sharding = NamedSharding(mesh, PartitionSpec('data'))
+    >>> process_rows(sharding, (6, 3))
+    array([0, 1, 2, 3, 4, 5])
+
+  Args:
+    sharding: the sharding of the global array.
+    global_shape: its shape.
+    axis: the axis split over processes, e.g. the batch axis 0.
+
+  Returns:
+    A sorted ``int`` array of global indices along ``axis``.
+  """
+  global_shape = tuple(global_shape)
+  indices = sharding.addressable_devices_indices_map(global_shape).values()
+  ranges = {index[axis].indices(global_shape[axis])[:2] for index in indices}
+  return np.concatenate(
+    [np.arange(start, stop) for start, stop in sorted(ranges)]
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalProcess:
+  """A process started by :func:`start_local_processes`.
+
+  Attributes:
+    process_id: its index among the processes started together.
+    popen: its ``subprocess.Popen``.
+    log: the file its output goes to, or ``None`` if it is not captured.
+  """
+
+  process_id: int
+  popen: subprocess.Popen
+  log: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessExit:
+  """How a local process ended.
+
+  Attributes:
+    process_id: its index among the processes started together.
+    returncode: its exit status; ``-9`` for a SIGKILL, ``-6`` for an abort.
+    seconds: when it ended, in seconds since the wait began.
+    killed: whether :func:`wait_local_processes` killed it.
+    log: the file its output went to, or ``None`` if it was not captured.
+  """
+
+  process_id: int
+  returncode: int
+  seconds: float
+  killed: bool
+  log: str | None
+
+  def describe(self) -> str:
+    """``'process 1 exited with status 1 after 3.2 s'``, and the like."""
+    if self.killed:
+      how = 'was killed by the launcher'
+    elif self.returncode < 0:
+      how = f'died of {signal.Signals(-self.returncode).name}'
+    else:
+      how = f'exited with status {self.returncode}'
+    return f'process {self.process_id} {how} after {self.seconds:.1f} s'
+
+  def tail(self, lines: int = 15) -> str:
+    """The last ``lines`` lines of its log, or ``''`` without one."""
+    if self.log is None or not os.path.exists(self.log):
+      return ''
+    with open(self.log, errors='replace') as log:
+      return ''.join(log.readlines()[-lines:])
+
+
+def start_local_processes(
+  commands: Sequence[Sequence[str]],
+  devices_per_process: int,
+  *,
+  log_dir: str | os.PathLike,
+  echo_leader: bool = False,
+  env: Mapping[str, str] | None = None,
+) -> list[LocalProcess]:
+  """Starts one process per command on this machine, with CPU devices.
+
+  Each process sees ``devices_per_process`` simulated CPU devices
+  (``XLA_FLAGS=--xla_force_host_platform_device_count``, ``JAX_PLATFORMS=
+  cpu``) and uses gloo for collectives across processes
+  (``JAX_CPU_COLLECTIVES_IMPLEMENTATION``, JAX's default too). The commands
+  join each other themselves, e.g. by :func:`initialize` with the same
+  coordinator address, their process ids and their number.
+
+  Args:
+    commands: one argument list per process, process 0 first.
+    devices_per_process: CPU devices of each process.
+    log_dir: a directory for ``process-<i>.log``, the output (stdout and
+      stderr) of each process.
+    echo_leader: if true, process 0 writes to this process's stdout and
+      stderr instead of a log.
+    env: environment of the processes; default: this process's.
+
+  Returns:
+    The processes, in order; wait for them with :func:`wait_local_processes`.
+
+  Raises:
+    ValueError: if there is no command or ``devices_per_process < 1``.
+  """
+  if not commands or devices_per_process < 1:
+    raise ValueError(
+      'start_local_processes: needs at least one command and'
+      f' devices_per_process >= 1, got {len(commands)} commands and'
+      f' devices_per_process={devices_per_process}.'
+    )
+  env = dict(os.environ if env is None else env)
+  device_count = f'--xla_force_host_platform_device_count={devices_per_process}'
+  env.update(
+    XLA_FLAGS=f'{env.get("XLA_FLAGS", "")} {device_count}'.strip(),
+    JAX_PLATFORMS='cpu',
+    JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo',
+    PYTHONUNBUFFERED='1',
+  )
+  os.makedirs(log_dir, exist_ok=True)
+  started = []
+  try:
+    for process_id, command in enumerate(commands):
+      if echo_leader and process_id == 0:
+        popen, log = subprocess.Popen(list(command), env=env), None
+      else:
+        log = os.path.join(log_dir, f'process-{process_id}.log')
+        with open(log, 'wb') as output:
+          popen = subprocess.Popen(
+            list(command), env=env, stdout=output, stderr=subprocess.STDOUT
+          )
+      started.append(LocalProcess(process_id, popen, log))
+  except BaseException:
+    _kill(started)
+    raise
+  return started
+
+
+def _kill(processes: Sequence[LocalProcess]) -> set[int]:
+  """SIGKILLs those of ``processes`` still running; returns their ids."""
+  killed = set()
+  for process in processes:
+    if process.popen.poll() is None:
+      process.popen.kill()
+      killed.add(process.process_id)
+  return killed
+
+
+def wait_local_processes(
+  processes: Sequence[LocalProcess], *, timeout: float, grace: float
+) -> list[ProcessExit]:
+  """Waits for processes started together; none outlives a failed one.
+
+  When one process fails (a non-zero status or a signal), the others have
+  ``grace`` more seconds to end by themselves, as JAX ends them when a peer
+  dies, and are then killed; all are killed at ``timeout``, e.g. when a
+  collective hangs. An exception in the wait (Ctrl-C) kills them all too.
+
+  Args:
+    processes: from :func:`start_local_processes`.
+    timeout: seconds for all of them to end.
+    grace: seconds the others have to end after one failed.
+
+  Returns:
+    How each ended, in order; the caller decides what a failure means.
+  """
+  start = time.monotonic()
+  deadline = start + timeout
+  ended: dict[int, ProcessExit] = {}
+  killed: set[int] = set()
+  try:
+    while len(ended) < len(processes):
+      now = time.monotonic()
+      for process in processes:
+        if process.process_id in ended or process.popen.poll() is None:
+          continue
+        failed = process.popen.returncode != 0
+        ended[process.process_id] = ProcessExit(
+          process.process_id,
+          process.popen.returncode,
+          now - start,
+          process.process_id in killed,
+          process.log,
+        )
+        if failed and process.process_id not in killed:
+          deadline = min(deadline, now + grace)
+      if now >= deadline:
+        killed |= _kill(processes)
+        deadline = float('inf')
+      time.sleep(0.05)
+  finally:
+    _kill(processes)
+  return [ended[process.process_id] for process in processes]
