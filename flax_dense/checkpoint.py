@@ -8,9 +8,13 @@ on)::
 
 ``path`` is a directory of numbered versions; each :func:`save` writes a new
 one atomically and then drops the older ones, so a run killed while saving
-resumes from its previous checkpoint. :func:`restore` with a ``target``
-checks every variable's shape first and restores onto the target's
-shardings; :func:`latest_step` tells a training loop where to resume.
+resumes from its previous checkpoint. A save whose variables differ from the
+newest version's is refused unless ``overwrite=True``, so that no model is
+deleted by mistake. :func:`restore` checks the version's files, then, with a
+``target``, every variable's shape, and restores onto the target's shardings
+(the default device for leaves without one); a damaged checkpoint raises a
+``ValueError`` or ``FileNotFoundError`` naming the path, the step and the
+damaged file. :func:`latest_step` tells a training loop where to resume.
 """
 
 from flax_dense._src.checkpoint import latest_step as latest_step

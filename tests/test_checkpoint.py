@@ -1,6 +1,8 @@
 """Tests of fd.checkpoint: bit-exact round trips, atomic saves, clear errors."""
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -188,7 +190,7 @@ SAVER = textwrap.dedent(
     async_path.rename = held_rename
   big = np.random.default_rng(0).standard_normal(2**24, np.float32)
   print('saving', flush=True)
-  fd.checkpoint.save(path, {'w': big})
+  fd.checkpoint.save(path, {'w': big}, overwrite=True)
   print('saved', flush=True)
   """
 )
@@ -196,12 +198,14 @@ SAVER = textwrap.dedent(
 
 def temporary_bytes(path):
   """Bytes written so far under the temporary directories in ``path``."""
-  return sum(
-    os.path.getsize(os.path.join(folder, name))
-    for folder, _, names in os.walk(path)
-    if 'tmp' in os.path.relpath(folder, path)
-    for name in names
-  )
+  total = 0
+  for folder, _, names in os.walk(path):
+    if 'tmp' in os.path.relpath(folder, path):
+      for name in names:
+        # The save may commit, renaming the directory, while this looks.
+        with contextlib.suppress(FileNotFoundError):
+          total += os.path.getsize(os.path.join(folder, name))
+  return total
 
 
 def kill_saver(path, hold, wait_for):
@@ -249,5 +253,198 @@ def test_killed_save_leaves_the_previous_checkpoint(tmp_path, hold):
     expected = np.random.default_rng(0).standard_normal(2**24, np.float32)
     np.testing.assert_array_equal(restored['w'], expected)
   # The next save goes through, past the debris.
-  assert fd.checkpoint.save(tmp_path, previous) == step + 1
+  assert fd.checkpoint.save(tmp_path, previous, overwrite=True) == step + 1
   assert_identical(fd.checkpoint.restore(tmp_path, target=previous), previous)
+
+
+NOT_INTEGERS = [3.0, np.float32(3.0), 2.5, True, np.bool_(True), '3']
+
+
+def not_an_integer(function, step):
+  return (
+    rf'checkpoint\.{function}: step must be a non-negative integer \(a Python'
+    rf' or NumPy int\), got {re.escape(repr(step))} of type'
+  )
+
+
+@pytest.mark.parametrize('step', NOT_INTEGERS, ids=repr)
+def test_step_must_be_an_integer(tmp_path, step):
+  fd.checkpoint.save(tmp_path, {'w': jnp.arange(3.0)})
+  with pytest.raises(TypeError, match=not_an_integer('save', step)):
+    fd.checkpoint.save(tmp_path, {'w': jnp.arange(3.0)}, step=step)
+  with pytest.raises(TypeError, match=not_an_integer('restore', step)):
+    fd.checkpoint.restore(tmp_path, step=step)
+  # Refused before anything was written or deleted: step 0 is intact.
+  assert os.listdir(tmp_path) == ['0']
+  assert fd.checkpoint.latest_step(tmp_path) == 0
+  restored = fd.checkpoint.restore(tmp_path, target={'w': jnp.zeros(3)})
+  np.testing.assert_array_equal(restored['w'], [0.0, 1.0, 2.0])
+
+
+def test_numpy_integer_steps_and_negative_steps(tmp_path):
+  with pytest.raises(
+    ValueError, match=r'checkpoint\.save: step must be a non-negative .* -1'
+  ):
+    fd.checkpoint.save(tmp_path, {'w': jnp.zeros(3)}, step=-1)
+  assert not os.listdir(tmp_path)
+  saved = fd.checkpoint.save(tmp_path, {'w': jnp.ones(3)}, step=np.int32(4))
+  assert saved == 4 and type(saved) is int
+  assert sorted(os.listdir(tmp_path)) == ['4']
+  assert fd.checkpoint.latest_step(tmp_path) == 4
+  restored = fd.checkpoint.restore(tmp_path, step=np.uint8(4))
+  np.testing.assert_array_equal(restored['w'], 1.0)
+  with pytest.raises(
+    ValueError, match=r'checkpoint\.restore: step must be a non-negative .* -2'
+  ):
+    fd.checkpoint.restore(tmp_path, step=np.int64(-2))
+
+
+def test_the_same_variables_save_again(tmp_path, state):
+  assert fd.checkpoint.save(tmp_path, state) == 0
+  assert fd.checkpoint.save(tmp_path, state) == 1
+  assert_identical(fd.checkpoint.restore(tmp_path, target=state), state)
+
+
+def test_save_refuses_to_replace_another_model(tmp_path, key):
+  x = jnp.ones((2, 5, 4))
+  variables = fd.PerPositionDense(3).init(key, x)
+  fd.checkpoint.save(tmp_path, variables)
+  wider = fd.PerPositionDense(4).init(key, x)
+  half = jax.tree.map(lambda w: w.astype(jnp.bfloat16), variables)
+  other = fd.ConstProduct(trainable=True).init(key, jnp.ones((2, 3)))
+  for tree, difference in [
+    (
+      wider,
+      r'variable params/bias has shape \(5, 3\) in the checkpoint but'
+      r' \(5, 4\) in the tree; variable params/kernel has shape'
+      r' \(5, 4, 3\) in the checkpoint but \(5, 4, 4\) in the tree',
+    ),
+    (
+      half,
+      r'variable params/bias has dtype float32 in the checkpoint but'
+      r' bfloat16 in the tree',
+    ),
+    (other, r'the tree has no params/bias'),
+  ]:
+    with pytest.raises(
+      ValueError,
+      match=rf'checkpoint\.save: the tree does not match the newest step 0 of'
+      rf' the checkpoint {re.escape(str(tmp_path))}: {difference}.*'
+      r'pass overwrite=True to replace it',
+    ):
+      fd.checkpoint.save(tmp_path, tree)
+    assert os.listdir(tmp_path) == ['0']
+    assert_identical(
+      fd.checkpoint.restore(tmp_path, target=variables), variables
+    )
+  assert fd.checkpoint.save(tmp_path, wider, overwrite=True) == 1
+  assert os.listdir(tmp_path) == ['1']
+  assert_identical(fd.checkpoint.restore(tmp_path, target=wider), wider)
+
+
+def zero_size_arrays():
+  return {
+    'empty': jnp.zeros((0, 3)),
+    'bfloat16': jnp.zeros((2, 0), jnp.bfloat16),
+    'numpy': np.zeros((0,), np.int16),
+    'keys': jax.random.split(jax.random.key(0), 0),
+    'nested': [jnp.zeros((4, 0, 2), jnp.int8)],
+    'w': jnp.arange(3.0),
+  }
+
+
+@pytest.mark.parametrize('target', ['none', 'concrete', 'abstract'])
+def test_zero_size_arrays_round_trip(tmp_path, target):
+  tree = zero_size_arrays()
+  fd.checkpoint.save(tmp_path, tree)
+  given = {
+    'none': None,
+    'concrete': tree,
+    'abstract': jax.eval_shape(lambda: tree),
+  }
+  restored = fd.checkpoint.restore(tmp_path, target=given[target])
+  if target == 'abstract':  # A ShapeDtypeStruct comes back a jax.Array.
+    tree = {**tree, 'numpy': jnp.asarray(tree['numpy'])}
+  assert_identical(restored, tree)
+  assert type(restored['numpy']) is type(tree['numpy'])
+  assert restored['keys'].devices() == {jax.devices()[0]}
+  assert fd.checkpoint.save(tmp_path, tree) == 1  # The same variables.
+  other = {**tree, 'empty': jnp.zeros((0, 4))}
+  with pytest.raises(
+    ValueError,
+    match=r'variable empty has shape \(0, 3\) in the checkpoint but \(0, 4\)',
+  ):
+    fd.checkpoint.restore(tmp_path, target=other)
+
+
+def test_only_zero_size_arrays(tmp_path):
+  tree = {'a': jnp.zeros((0,)), 'b': np.zeros((3, 0), np.float64)}
+  fd.checkpoint.save(tmp_path, tree)
+  assert_identical(fd.checkpoint.restore(tmp_path), tree)
+
+
+@pytest.mark.parametrize('tree', [{}, {'a': None}, [], ()], ids=repr)
+def test_empty_tree_is_refused(tmp_path, tree):
+  path = tmp_path / 'checkpoint'
+  with pytest.raises(
+    ValueError,
+    match=rf'checkpoint\.save: tree holds no array or scalar to save, got'
+    rf' {re.escape(repr(tree))}',
+  ):
+    fd.checkpoint.save(path, tree)
+  assert not path.exists()
+
+
+# Saves the variables of a layer, sharded over a ('data', 'model') mesh of 8
+# simulated devices.
+MESH_SAVER = textwrap.dedent(
+  """
+  import sys
+  import jax, jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec
+  import flax_dense as fd
+
+  assert jax.device_count() == 8, jax.devices()
+  mesh = jax.make_mesh((4, 2), ('data', 'model'))
+  variables = fd.PerPositionDense(6).init(jax.random.key(0), jnp.ones((2, 8, 4)))
+  shardings = {'params': {
+    'bias': NamedSharding(mesh, PartitionSpec('data', 'model')),
+    'kernel': NamedSharding(mesh, PartitionSpec('data', None, 'model')),
+  }}
+  sharded = jax.device_put(variables, shardings)
+  assert all(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(sharded))
+  fd.checkpoint.save(sys.argv[1], sharded)
+  """
+)
+
+
+def test_restore_a_checkpoint_of_another_topology(tmp_path, key):
+  import orbax.checkpoint as ocp
+
+  flags = os.environ.get('XLA_FLAGS', '')
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=8',
+    JAX_PLATFORMS='cpu',
+  )
+  subprocess.run(
+    [sys.executable, '-c', MESH_SAVER, str(tmp_path)],
+    env=env,
+    check=True,
+    timeout=300,
+  )
+  layer, x = fd.PerPositionDense(6), jnp.ones((2, 8, 4))
+  target = jax.eval_shape(layer.init, key, x)
+  assert all(leaf.sharding is None for leaf in jax.tree.leaves(target))
+  # Orbax alone refuses this target: the saved mesh is not on this machine.
+  with ocp.CheckpointManager(tmp_path) as manager:
+    with pytest.raises(ValueError, match='Topology mismatch'):
+      manager.restore(0, args=ocp.args.StandardRestore(target))
+  expected = layer.init(key, x)
+  for given in (target, None):
+    restored = fd.checkpoint.restore(tmp_path, target=given)
+    assert_identical(restored, expected)
+    for leaf in jax.tree.leaves(restored):
+      assert leaf.sharding == jax.sharding.SingleDeviceSharding(
+        jax.devices()[0]
+      )
