@@ -98,7 +98,9 @@ def train(model, inputs, labels, test_inputs, test_labels, args, name):
         'opt_state': opt_state,
         'losses': jnp.asarray(losses, jnp.float32),
       }
-      fd.checkpoint.save(checkpoint, state, step=done)
+      # The loss history grows with every save: a deliberate change of the
+      # stored structure, which save refuses unless told.
+      fd.checkpoint.save(checkpoint, state, step=done, overwrite=True)
   return losses, float(accuracy(params, test_inputs, test_labels))
 
 
