@@ -19,10 +19,12 @@ and Adam update, parameters and optimizer state donated) of
 
 all with the same parameters (every one of them stores a ``(P, D, K)``
 kernel and a ``(P, K)`` bias) and checked to give the same outputs and
-gradients. Implementations are timed in turn within each repeat, after
-warm-ups, and medians are kept, so that other processes sharing the CPU
-slow all of them alike. It also measures the machine (memory bandwidth,
-matmul rate) and reports each time as a fraction of the roofline
+gradients. Implementations are timed in turn within each repeat (in a
+new order each repeat), after warm-ups, and medians are kept, so that
+other processes sharing the CPU slow all of them alike; each time over
+``fd.PerPositionDense``'s in the same repeat is kept too. It also measures
+the machine (memory bandwidth, matmul rate) and reports each time as a
+fraction of the roofline
 ``max(bytes / bandwidth, flops / matmul rate)``, plus compile time against
 P and bfloat16 speed and accuracy.
 
@@ -50,6 +52,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -116,6 +119,13 @@ REFERENCE = 'vmap(per_position_dense)'
 KERAS = 'keras EinsumDense'
 LOOP = 'python for-loop'
 BYTES = 4  # float32
+# Idle seconds before each timed program. On the CPU a program timed right
+# after a multi-threaded one (the einsum peers' transposes) measured up to
+# 1.3x slower, wall and CPU time; after 50 ms of idle time two identical
+# programs measured within 3% of each other. Calls well under a millisecond
+# then time as cold calls, alike for every implementation: (8, 64) forward
+# 0.52 ms against 0.29 back to back.
+SETTLE_S = 0.05
 
 
 # Implementations: ``make(positions, in_features, features)`` returns
@@ -329,7 +339,9 @@ def time_programs(programs, state, calls):
     ``state`` being the training state after the steps.
   """
   forward, forward_args, train_step, step_data, per = programs
+  time.sleep(SETTLE_S)
   _, forward_wall, forward_cpu = timed(forward, *forward_args, calls=calls)
+  time.sleep(SETTLE_S)
   (*state, _), step_wall, step_cpu = timed(
     train_step, *state, *step_data, calls=calls
   )
@@ -565,6 +577,16 @@ def roofline(batch, positions, in_features, features, machine, program):
   return max(moved * BYTES / bandwidth, flops / rate)
 
 
+def shuffled(names, repeat):
+  """``names`` in the order of repeat ``repeat``: shuffled, seeded by it.
+
+  In a fixed order each implementation always follows the same one, so
+  whatever the one before leaves behind (see ``SETTLE_S``) would weigh on
+  it in every repeat.
+  """
+  return random.Random(repeat).sample(names, len(names))
+
+
 def bench_size(batch, positions, config, machine, check_gradients):
   """Times every implementation at one size; returns their records."""
   in_features, features = config['in_features'], config['features']
@@ -609,7 +631,7 @@ def bench_size(batch, positions, config, machine, check_gradients):
     runs[name] = [programs, state]
     records[name] = record
   for repeat in range(config['warmups'] + config['repeats']):
-    for name in names:
+    for name in shuffled(names, repeat):
       programs, state = runs[name]
       forward_wall, forward_cpu, step_wall, step_cpu, state = time_programs(
         programs, state, config['calls']
@@ -716,7 +738,8 @@ def bench_bfloat16(config, machine):
     programs = timing_programs(apply, step, forward, train_step, data)
     records[name] = (record, programs, state)
   for repeat in range(config['warmups'] + config['repeats']):
-    for name, (record, programs, state) in records.items():
+    for name in shuffled(list(records), repeat):
+      record, programs, state = records[name]
       forward_wall, _, step_wall, _, state = time_programs(
         programs, state, config['calls']
       )
