@@ -17,6 +17,8 @@ in another order over gloo). One device sums in yet another order: losses
 within 1e-6, parameters within 1e-5 relative (absolute 1e-6).
 """
 
+import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -35,6 +37,7 @@ import flax_dense as fd
 from flax_dense._src import distributed
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'examples')
+BENCHMARKS = os.path.join(os.path.dirname(__file__), '..', 'benchmarks')
 sys.path.insert(0, EXAMPLES)
 import train_sharded  # noqa: E402
 
@@ -343,6 +346,53 @@ def test_unreachable_coordinator_is_a_clear_error(closed_address):
   )
   # Python and JAX start in a few seconds; the wait itself is 2 s.
   assert time.monotonic() - start < 60
+
+
+def test_missing_process_aborts_the_others_within_the_timeout(tmp_path):
+  # One process of the two it is told of: the coordinator waits for the
+  # other until the initialization timeout, then JAX aborts it.
+  address = f'127.0.0.1:{distributed.free_port()}'
+  (exit,) = distributed.wait_local_processes(
+    distributed.start_local_processes(
+      [
+        [sys.executable, os.path.join(EXAMPLES, 'train_sharded.py')]
+        + ['--distributed', f'--coordinator-address={address}']
+        + ['--num-processes=2', '--process-id=0']
+        + ['--initialization-timeout=2']
+      ],
+      4,
+      log_dir=tmp_path,
+    ),
+    timeout=TIMEOUT,
+    grace=0,
+  )
+  assert exit.returncode == -signal.SIGABRT, exit.describe()
+  assert not exit.killed
+  assert 'DEADLINE_EXCEEDED' in exit.tail(60)
+  assert exit.seconds < 60
+
+
+def test_quick_benchmark_writes_json(tmp_path):
+  # By its path: 'multiprocess' is also the name of a package on PyPI.
+  spec = importlib.util.spec_from_file_location(
+    'benchmark_multiprocess', os.path.join(BENCHMARKS, 'multiprocess.py')
+  )
+  benchmark = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(benchmark)
+  results = benchmark.main(['--quick', '--out', str(tmp_path)])
+  with open(tmp_path / 'multiprocess.json') as file:
+    assert json.load(file) == json.loads(json.dumps(results))
+  (size,) = results['sizes']
+  assert set(size['topologies']) == {'1x8', '2x4', '1x1'}
+  for name, record in size['topologies'].items():
+    processes = int(name.split('x')[0])
+    assert len(record['per_process']) == processes
+    assert record['step_median_s'] > 0 and record['feed_median_s'] > 0
+    for process in record['per_process']:
+      assert process['batch_bytes'] == record['global_batch_bytes'] // (
+        processes
+      )
+      assert process['max_rss_bytes'] > 0
 
 
 def test_initialize_checks_the_address_before_joining(closed_address):

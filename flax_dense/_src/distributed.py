@@ -3,8 +3,8 @@
 Three small pieces around ``jax.distributed``:
 
 * :func:`initialize` joins a process to the others (``jax.distributed
-  .initialize``) with bounded timeouts, CPU collectives over gloo, and our
-  own errors for a coordinator that cannot be reached or bound.
+  .initialize``) with bounded timeouts, and our own errors for a
+  coordinator that cannot be reached or served.
 * :func:`process_rows` says which rows of a global batch this process
   feeds to ``jax.make_array_from_process_local_data``, so that each process
   makes only its own rows and no process holds the global batch.
@@ -109,10 +109,12 @@ def initialize(
   them on Cloud TPU, SLURM, Open MPI or Kubernetes (and reads
   ``JAX_COORDINATOR_ADDRESS``).
 
-  After it, a process that dies makes the others fail at their next
-  collective (over gloo: at once) and ends them within
-  ``heartbeat_timeout`` seconds, when the coordinator stops hearing from it;
-  a coordinator that dies ends them at once.
+  JAX's own limits, after these checks: if not all ``num_processes`` join
+  within ``initialization_timeout`` seconds, JAX aborts the processes that
+  did (``DEADLINE_EXCEEDED``, SIGABRT). Once joined, a process that dies
+  makes the others fail at their next collective (over gloo: at once) and
+  ends them within ``heartbeat_timeout`` seconds, when the coordinator
+  stops hearing from it; a coordinator that dies ends them at once.
 
   Args:
     coordinator_address: ``host:port`` of process 0, which serves the

@@ -1,0 +1,190 @@
+"""Sharded per-position training on 1 process x 8 devices vs 2 processes x 4.
+
+Runs ``examples/train_sharded.py`` (PerPositionDense, Adam, a ``('data',
+'model')`` mesh of 2 x 4) as one process with 8 simulated CPU devices and
+as two local processes with 4 each, joined by ``jax.distributed`` over
+127.0.0.1 with gloo collectives; one process with one device is the
+reference without collectives. Each run reports its median step time
+(steps after the first two, which compile: the jitted step up to reading
+its loss), its median time to make and place its process's rows of the
+batch, and what each process holds: its bytes of the batch and of the train state on its
+devices, and its peak resident memory. The topologies are run in turn
+within each repeat, and medians over repeats are kept, so other processes
+sharing the CPU slow all alike.
+
+Simulated CPU devices share this machine's cores, so these figures price
+the machinery (the gloo all-reduce across processes, a second Python and
+XLA runtime) rather than predict a cluster's speed.
+
+Usage::
+
+  python benchmarks/multiprocess.py            # full run, ~6 min
+  python benchmarks/multiprocess.py --quick    # tiny sizes, one repeat
+
+Prints a table and writes ``multiprocess.json`` under ``--out`` (default
+``benchmarks/results``).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import flax
+import jax
+import jaxlib
+import optax
+
+sys.path.insert(
+  0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'examples')
+)
+import train_sharded  # noqa: E402
+
+SIZE_KEYS = ('batch', 'positions', 'in_features', 'classes')
+#: (processes, devices per process), all on one ('data', 'model') mesh of
+#: 2 x 4 but the reference, which has one device.
+TOPOLOGIES = ((1, 8), (2, 4), (1, 1))
+FULL = {
+  # The example's task, and one with more arithmetic per step.
+  'sizes': [(256, 64, 32, 10), (512, 128, 128, 64)],
+  'steps': 30,
+  'repeats': 3,
+}
+QUICK = {'sizes': [(16, 8, 4, 3)], 'steps': 6, 'repeats': 1}
+
+
+def machine_info():
+  return {
+    'platform': platform.platform(),
+    'processor': platform.processor() or platform.machine(),
+    'cpu_count': os.cpu_count(),
+    'load_average_1min': os.getloadavg()[0],
+    'jax': jax.__version__,
+    'jaxlib': jaxlib.__version__,
+    'flax': flax.__version__,
+    'optax': optax.__version__,
+    'python': sys.version.split()[0],
+  }
+
+
+def run(size, processes, devices, steps):
+  """One launch of the example; its results and wall time."""
+  batch, positions, in_features, classes = size
+  start = time.perf_counter()
+  results = train_sharded.main(
+    [f'--batch-size={batch}', f'--positions={positions}']
+    + [f'--in-features={in_features}', f'--classes={classes}']
+    + [f'--train-samples={batch * 4}', f'--test-samples={batch}']
+    + [f'--steps={steps}', '--quiet']
+    + [f'--processes={processes}', f'--devices-per-process={devices}']
+  )
+  return results, time.perf_counter() - start
+
+
+def bench_size(size, steps, repeats):
+  """Every topology at ``size``, interleaved over ``repeats``."""
+  launches = {topology: [] for topology in TOPOLOGIES}
+  for _ in range(repeats):
+    for topology in TOPOLOGIES:
+      launches[topology].append(run(size, *topology, steps))
+  records = {}
+  for (processes, devices), runs in launches.items():
+    first = runs[0][0]
+    records[f'{processes}x{devices}'] = {
+      'processes': processes,
+      'devices_per_process': devices,
+      'mesh': first['mesh'],
+      'step_s': [results['step_seconds'] for results, _ in runs],
+      'step_median_s': statistics.median(
+        results['step_seconds'] for results, _ in runs
+      ),
+      'feed_s': [results['feed_seconds'] for results, _ in runs],
+      'feed_median_s': statistics.median(
+        results['feed_seconds'] for results, _ in runs
+      ),
+      'launch_wall_s': [wall for _, wall in runs],
+      'final_loss': first['losses'][-1],
+      'global_batch_bytes': first['global_batch_bytes'],
+      'global_state_bytes': first['global_state_bytes'],
+      'per_process': [
+        {
+          key: process[key]
+          for key in ('batch_bytes', 'state_bytes', 'max_rss_bytes')
+        }
+        for process in first['processes']
+      ],
+    }
+  return records
+
+
+def print_table(results):
+  print(
+    f'{"B, P, D, K":<20} {"topology":<9} {"step ms":>9} {"x 1x8":>6}'
+    f' {"feed ms":>8}'
+    f' {"batch KiB/proc":>15} {"state KiB/proc":>15} {"RSS MiB/proc":>13}'
+  )
+  for entry in results['sizes']:
+    size = ', '.join(str(entry[key]) for key in SIZE_KEYS)
+    reference = entry['topologies']['1x8']['step_median_s']
+    for name, record in entry['topologies'].items():
+      per_process = record['per_process']
+      print(
+        f'{size:<20} {name:<9} {record["step_median_s"] * 1e3:>9.2f}'
+        f' {record["step_median_s"] / reference:>6.2f}'
+        f' {record["feed_median_s"] * 1e3:>8.2f}'
+        f' {max(p["batch_bytes"] for p in per_process) / 1024:>15.1f}'
+        f' {max(p["state_bytes"] for p in per_process) / 1024:>15.1f}'
+        f' {max(p["max_rss_bytes"] for p in per_process) / 2**20:>13.0f}'
+      )
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument(
+    '--quick', action='store_true', help='tiny sizes, one repeat'
+  )
+  parser.add_argument(
+    '--out',
+    default=os.path.join(os.path.dirname(__file__), 'results'),
+    help='directory for multiprocess.json',
+  )
+  parser.add_argument('--repeats', type=int, help='rounds of all topologies')
+  args = parser.parse_args(argv)
+  config = dict(QUICK if args.quick else FULL)
+  if args.repeats:
+    config['repeats'] = args.repeats
+  os.makedirs(args.out, exist_ok=True)
+  started = time.time()
+  results = {
+    'date': datetime.date.today().isoformat(),
+    'command': ' '.join(
+      [os.path.basename(sys.executable), *(sys.argv if argv is None else argv)]
+    ),
+    'machine': machine_info(),
+    'config': config,
+    'sizes': [],
+  }
+  for size in config['sizes']:
+    print(f'size {size} ...', flush=True)
+    results['sizes'].append(
+      {
+        **dict(zip(SIZE_KEYS, size, strict=True)),
+        'topologies': bench_size(size, config['steps'], config['repeats']),
+      }
+    )
+  results['load_average_1min_end'] = os.getloadavg()[0]
+  results['seconds'] = time.time() - started
+  print_table(results)
+  path = os.path.join(args.out, 'multiprocess.json')
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=1)
+  print(f'wrote {path} in {results["seconds"]:.0f} s')
+  return results
+
+
+if __name__ == '__main__':
+  main()
