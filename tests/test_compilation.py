@@ -88,3 +88,31 @@ def test_the_counter_sees_a_compile():
   with count_compiles() as compiles:
     jax.jit(lambda x: x * 3.0 + 1.0)(jnp.ones((7, 3, 11)))
   assert compiles
+
+
+@pytest.mark.parametrize(
+  'layer',
+  [
+    fd.Dropout(0.5, noise_shape=[None, 1, None]),
+    fd.Reshape([3, -1]),
+    fd.Permute([2, 1]),
+  ],
+  ids=lambda layer: type(layer).__name__,
+)
+def test_list_fields_become_tuples_so_the_module_is_a_static_argument(layer):
+  assert hash(layer) == hash(layer.clone())
+  x = jnp.ones((2, 4, 3))
+  apply = jax.jit(
+    lambda module, x: (
+      module.apply({}, x, deterministic=True)
+      if isinstance(module, fd.Dropout)
+      else module.apply({}, x)
+    ),
+    static_argnums=0,
+  )
+  reference = (
+    layer.apply({}, x, deterministic=True)
+    if isinstance(layer, fd.Dropout)
+    else layer.apply({}, x)
+  )
+  assert (apply(layer, x) == reference).all()

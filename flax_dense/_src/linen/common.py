@@ -41,3 +41,15 @@ def sow_activity_loss(
   module.sow(
     LOSSES, 'activity_regularizer', activity_penalty(regularizer, outputs)
   )
+
+
+def freeze_lists(module: nn.Module, *names: str) -> None:
+  """Turns the list fields ``names`` of ``module`` into tuples.
+
+  Called from ``__post_init__``: a module must be hashable to be a static
+  argument of ``jax.jit`` (and for ``nn.jit``), and a list is not.
+  """
+  for name in names:
+    value = getattr(module, name)
+    if isinstance(value, list):
+      object.__setattr__(module, name, tuple(value))

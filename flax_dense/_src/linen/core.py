@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from flax_dense._src import checks
+from flax_dense._src.linen.common import freeze_lists
 from flax_dense._src.ops.activations import (
   ActivationFunction,
   resolve_activation,
@@ -92,6 +93,10 @@ class Reshape(nn.Module):
 
   target_shape: Sequence[int]
 
+  def __post_init__(self):
+    freeze_lists(self, 'target_shape')
+    super().__post_init__()
+
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Reshapes the inputs.
 
@@ -127,6 +132,10 @@ class Permute(nn.Module):
   """
 
   dims: Sequence[int]
+
+  def __post_init__(self):
+    freeze_lists(self, 'dims')
+    super().__post_init__()
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Permutes the inputs.

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_dense._src import checks
+from flax_dense._src.linen.common import freeze_lists
 from flax_dense._src.ops.dropout import (
   dropout,
   resolve_noise_shape,
@@ -79,6 +80,10 @@ class Dropout(nn.Module):
   noise_shape: Sequence[int | None] | None = None
   deterministic: bool | None = None
   rng_collection: str = 'dropout'
+
+  def __post_init__(self):
+    freeze_lists(self, 'noise_shape')
+    super().__post_init__()
 
   def __call__(
     self,
