@@ -168,7 +168,9 @@ def attention_decoder(
 
 # Jitted so that eager calls compile once per shape: the loops inside (chunks,
 # the decoder scan) would otherwise be compiled again at every call.
-@functools.partial(jax.jit, static_argnames=('return_probabilities', 'dtype', 'precision'))
+@functools.partial(
+  jax.jit, static_argnames=('return_probabilities', 'dtype', 'precision')
+)
 def attention_decoder_layer(
   inputs: jax.Array,
   mask: jax.Array | None,

@@ -91,7 +91,9 @@ def _per_position_dense_leading(
 
 # Jitted so that eager calls compile once per shape: the loops inside (chunks,
 # the decoder scan) would otherwise be compiled again at every call.
-@functools.partial(jax.jit, static_argnames=('activation', 'dtype', 'precision'))
+@functools.partial(
+  jax.jit, static_argnames=('activation', 'dtype', 'precision')
+)
 def per_position_dense_layer(
   inputs: jax.Array,
   kernel: jax.Array,
