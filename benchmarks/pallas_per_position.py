@@ -13,9 +13,11 @@ moves the whole input once and does little arithmetic per byte: it is
 bound by memory bandwidth. Each program of these kernels takes one position
 and a block of rows, reads its tiles of ``x`` straight from the ``(N, P, D)``
 layout (rows of D contiguous features, coalesced), and writes its block of
-the result, so no transposed copy of the input is ever made. Sizes that are
-not powers of two (Triton's block shapes must be) are handled with masked
-loads and stores, never by padding the arrays.
+the result, so no transposed copy of the input is ever made. The wrappers
+pad each operand with zeros to whole blocks (Triton's block shapes are powers
+of two, and Pallas refuses blocks that run past an array even when masked),
+which leaves these products and sums exact, and slice the padding off the
+result; an operand that already fills its blocks is passed as it is.
 
 - :func:`forward`: ``(N, P, D) x (P, D, K) -> (N, P, K)`` plus bias.
 - :func:`kernel_gradient`: ``(N, P, D) x (N, P, K) -> (P, D, K)``, the
@@ -55,10 +57,6 @@ def _dot(a, b, contracting, precision):
   )
 
 
-def _iota(size: int, start=0) -> jax.Array:
-  return start + lax.broadcasted_iota(jnp.int32, (size,), 0)
-
-
 def _blocks(batch, in_features, features, block_rows, block_in):
   """Block sizes: powers of two of at least 16, all of K in one block."""
   return {
@@ -66,6 +64,23 @@ def _blocks(batch, in_features, features, block_rows, block_in):
     'block_in': _block(in_features, block_in),
     'block_out': _block(features, 1 << 30),
   }
+
+
+def _padded_sizes(batch, in_features, blocks):
+  """N, D and K rounded up to whole blocks."""
+  return {
+    'rows': pl.cdiv(batch, blocks['block_rows']) * blocks['block_rows'],
+    'in': pl.cdiv(in_features, blocks['block_in']) * blocks['block_in'],
+    'out': blocks['block_out'],
+  }
+
+
+def _pad(array, shape):
+  """``array`` with zeros appended to reach ``shape``."""
+  widths = [
+    (0, size - dim) for dim, size in zip(array.shape, shape, strict=True)
+  ]
+  return jnp.pad(array, widths) if any(w for _, w in widths) else array
 
 
 def _launch(body, operands, out_shape, dtype, grid, blocks, options):
@@ -83,44 +98,24 @@ def _launch(body, operands, out_shape, dtype, grid, blocks, options):
 def _forward_kernel(
   x_ref, w_ref, b_ref, o_ref, *, block_rows, block_in, block_out, precision
 ):
-  batch, _, in_features = x_ref.shape
-  features = w_ref.shape[-1]
   position = pl.program_id(0)
-  first_row = pl.program_id(1) * block_rows
-  rows = _iota(block_rows, first_row) < batch
-  columns = _iota(block_out) < features
+  rows = pl.ds(pl.program_id(1) * block_rows, block_rows)
 
   def accumulate(step, acc):
-    first = step * block_in
-    inner = _iota(block_in, first) < in_features
-    x = plt.load(
-      x_ref.at[pl.ds(first_row, block_rows), position, pl.ds(first, block_in)],
-      mask=rows[:, None] & inner[None, :],
-      other=0,
-    )
-    w = plt.load(
-      w_ref.at[position, pl.ds(first, block_in), pl.ds(0, block_out)],
-      mask=inner[:, None] & columns[None, :],
-      other=0,
-    )
+    inner = pl.ds(step * block_in, block_in)
+    x = x_ref[rows, position, inner]
+    w = w_ref[position, inner, :]
     return acc + _dot(x, w, (1, 0), precision)
 
   acc = lax.fori_loop(
     0,
-    pl.cdiv(in_features, block_in),
+    x_ref.shape[-1] // block_in,
     accumulate,
     jnp.zeros((block_rows, block_out), jnp.float32),
   )
   if b_ref is not None:
-    bias = plt.load(
-      b_ref.at[position, pl.ds(0, block_out)], mask=columns, other=0
-    )
-    acc = acc + bias.astype(jnp.float32)[None, :]
-  plt.store(
-    o_ref.at[pl.ds(first_row, block_rows), position, pl.ds(0, block_out)],
-    acc.astype(o_ref.dtype),
-    mask=rows[:, None] & columns[None, :],
-  )
+    acc = acc + b_ref[position, :].astype(jnp.float32)[None, :]
+  o_ref[rows, position, :] = acc.astype(o_ref.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=_OPTIONS)
@@ -152,18 +147,25 @@ def forward(
   batch, positions, in_features = inputs.shape
   features = kernel.shape[-1]
   blocks = _blocks(batch, in_features, features, block_rows, block_in)
-  body, operands = _forward_kernel, (inputs, kernel, bias)
-  if bias is None:
-    body, operands = functools.partial(_no_bias, _forward_kernel), operands[:2]
-  return _launch(
+  size = _padded_sizes(batch, in_features, blocks)
+  operands = (
+    _pad(inputs, (size['rows'], positions, size['in'])),
+    _pad(kernel, (positions, size['in'], size['out'])),
+  )
+  body = functools.partial(_no_bias, _forward_kernel)
+  if bias is not None:
+    body = _forward_kernel
+    operands += (_pad(bias, (positions, size['out'])),)
+  out = _launch(
     body,
     operands,
-    (batch, positions, features),
+    (size['rows'], positions, size['out']),
     inputs.dtype,
-    (positions, pl.cdiv(batch, blocks['block_rows'])),
+    (positions, size['rows'] // blocks['block_rows']),
     blocks,
     (precision, warps, interpret),
   )
+  return out[:batch, :, :features]
 
 
 def _no_bias(kernel_fn, x_ref, w_ref, o_ref, **blocks):
@@ -173,39 +175,22 @@ def _no_bias(kernel_fn, x_ref, w_ref, o_ref, **blocks):
 def _kernel_gradient_kernel(
   x_ref, g_ref, o_ref, *, block_rows, block_in, block_out, precision
 ):
-  batch, _, in_features = x_ref.shape
-  features = g_ref.shape[-1]
   position = pl.program_id(0)
-  first_in = pl.program_id(1) * block_in
-  inner = _iota(block_in, first_in) < in_features
-  columns = _iota(block_out) < features
+  inner = pl.ds(pl.program_id(1) * block_in, block_in)
 
   def accumulate(step, acc):
-    first = step * block_rows
-    rows = _iota(block_rows, first) < batch
-    x = plt.load(
-      x_ref.at[pl.ds(first, block_rows), position, pl.ds(first_in, block_in)],
-      mask=rows[:, None] & inner[None, :],
-      other=0,
-    )
-    g = plt.load(
-      g_ref.at[pl.ds(first, block_rows), position, pl.ds(0, block_out)],
-      mask=rows[:, None] & columns[None, :],
-      other=0,
-    )
+    rows = pl.ds(step * block_rows, block_rows)
+    x = x_ref[rows, position, inner]
+    g = g_ref[rows, position, :]
     return acc + _dot(x, g, (0, 0), precision)
 
   acc = lax.fori_loop(
     0,
-    pl.cdiv(batch, block_rows),
+    x_ref.shape[0] // block_rows,
     accumulate,
     jnp.zeros((block_in, block_out), jnp.float32),
   )
-  plt.store(
-    o_ref.at[position, pl.ds(first_in, block_in), pl.ds(0, block_out)],
-    acc.astype(o_ref.dtype),
-    mask=inner[:, None] & columns[None, :],
-  )
+  o_ref[position, inner, :] = acc.astype(o_ref.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=_OPTIONS)
@@ -235,44 +220,32 @@ def kernel_gradient(
   batch, positions, in_features = inputs.shape
   features = cotangents.shape[-1]
   blocks = _blocks(batch, in_features, features, block_rows, block_in)
-  return _launch(
+  size = _padded_sizes(batch, in_features, blocks)
+  out = _launch(
     _kernel_gradient_kernel,
-    (inputs, cotangents),
-    (positions, in_features, features),
+    (
+      _pad(inputs, (size['rows'], positions, size['in'])),
+      _pad(cotangents, (size['rows'], positions, size['out'])),
+    ),
+    (positions, size['in'], size['out']),
     inputs.dtype,
-    (positions, pl.cdiv(in_features, blocks['block_in'])),
+    (positions, size['in'] // blocks['block_in']),
     blocks,
     (precision, warps, interpret),
   )
+  return out[:, :in_features, :features]
 
 
 def _inputs_gradient_kernel(
   g_ref, w_ref, o_ref, *, block_rows, block_in, block_out, precision
 ):
-  batch, _, features = g_ref.shape
-  in_features = w_ref.shape[1]
   position = pl.program_id(0)
-  first_row = pl.program_id(1) * block_rows
-  first_in = pl.program_id(2) * block_in
-  rows = _iota(block_rows, first_row) < batch
-  inner = _iota(block_in, first_in) < in_features
-  columns = _iota(block_out) < features
-  g = plt.load(
-    g_ref.at[pl.ds(first_row, block_rows), position, pl.ds(0, block_out)],
-    mask=rows[:, None] & columns[None, :],
-    other=0,
+  rows = pl.ds(pl.program_id(1) * block_rows, block_rows)
+  inner = pl.ds(pl.program_id(2) * block_in, block_in)
+  out = _dot(
+    g_ref[rows, position, :], w_ref[position, inner, :], (1, 1), precision
   )
-  w = plt.load(
-    w_ref.at[position, pl.ds(first_in, block_in), pl.ds(0, block_out)],
-    mask=inner[:, None] & columns[None, :],
-    other=0,
-  )
-  out = _dot(g, w, (1, 1), precision)
-  plt.store(
-    o_ref.at[pl.ds(first_row, block_rows), position, pl.ds(first_in, block_in)],
-    out.astype(o_ref.dtype),
-    mask=rows[:, None] & inner[None, :],
-  )
+  o_ref[rows, position, inner] = out.astype(o_ref.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=_OPTIONS)
@@ -302,19 +275,24 @@ def inputs_gradient(
   batch, positions, features = cotangents.shape
   in_features = kernel.shape[1]
   blocks = _blocks(batch, in_features, features, block_rows, block_in)
-  return _launch(
+  size = _padded_sizes(batch, in_features, blocks)
+  out = _launch(
     _inputs_gradient_kernel,
-    (cotangents, kernel),
-    (batch, positions, in_features),
+    (
+      _pad(cotangents, (size['rows'], positions, size['out'])),
+      _pad(kernel, (positions, size['in'], size['out'])),
+    ),
+    (size['rows'], positions, size['in']),
     kernel.dtype,
     (
       positions,
-      pl.cdiv(batch, blocks['block_rows']),
-      pl.cdiv(in_features, blocks['block_in']),
+      size['rows'] // blocks['block_rows'],
+      size['in'] // blocks['block_in'],
     ),
     blocks,
     (precision, warps, interpret),
   )
+  return out[:batch, :, :in_features]
 
 
 @jax.custom_vjp

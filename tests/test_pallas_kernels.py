@@ -2,8 +2,8 @@
 
 They are the GPU peer that ``benchmarks/per_position_dense.py`` measures
 against XLA; these tests keep them correct where no GPU is present: against
-float64 NumPy, with sizes that are not powers of two (masked loads and
-stores) and several block shapes.
+float64 NumPy, with sizes that are not multiples of the block shapes (the
+wrappers pad them with zeros to whole blocks) and several block shapes.
 """
 
 import functools
