@@ -54,7 +54,6 @@ from jax.sharding import AxisType, PartitionSpec
 from tqdm import tqdm
 
 import flax_dense as fd
-from flax_dense._src import distributed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_per_position import add_task_flags, sample  # noqa: E402
@@ -146,7 +145,7 @@ def feed(key, true_maps, start, size, mesh):
   positions, in_features, _ = true_maps.shape
   shape = (size, positions, in_features)
   x_sharding = sharding(mesh, INPUT_AXES)
-  rows = distributed.process_rows(x_sharding, shape)
+  rows = fd.sharding.process_rows(x_sharding, shape)
   x, y = map(np.asarray, sample_rows(key, true_maps, start + rows))
   return (
     jax.make_array_from_process_local_data(x_sharding, x, shape),
@@ -330,7 +329,7 @@ def launch(
 
   Returns:
     ``(exits, results)``: how each process ended
-    (``distributed.ProcessExit``), and the results each wrote, ``None``
+    (``fd.sharding.ProcessExit``), and the results each wrote, ``None``
     for a process that wrote none.
   """
   program = program or [sys.executable, os.path.abspath(__file__)]
@@ -342,7 +341,7 @@ def launch(
   ]
   heartbeat = parse(argv)[1].heartbeat_timeout
   work = work_dir or tempfile.mkdtemp(prefix='train_sharded-')
-  address = f'127.0.0.1:{distributed.free_port()}'
+  address = f'127.0.0.1:{fd.sharding.free_port()}'
   results_files = [
     os.path.join(work, f'results-{index}.json') for index in range(processes)
   ]
@@ -356,12 +355,12 @@ def launch(
       + (joining if processes > 1 else [])
       + [f'--results-file={results_files[index]}']
     )
-  started = distributed.start_local_processes(
+  started = fd.sharding.start_local_processes(
     commands, devices_per_process, log_dir=work, echo_leader=echo_leader
   )
   # Survivors of a dead process end by themselves within the heartbeat
   # timeout (JAX's shutdown gives up on it); only then are they killed.
-  exits = distributed.wait_local_processes(
+  exits = fd.sharding.wait_local_processes(
     started, timeout=timeout, grace=heartbeat + 10
   )
   results = []
@@ -435,7 +434,7 @@ def train(parser, args):
   ):
     jax.config.update('jax_num_cpu_devices', args.cpu_devices)
   if args.distributed:
-    distributed.initialize(
+    fd.sharding.initialize(
       args.coordinator_address,
       args.num_processes,
       args.process_id,
