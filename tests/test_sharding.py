@@ -109,7 +109,8 @@ def test_module_without_axis_names():
     fd.sharding.logically_partitioned(nn.Dense(3))
 
 
-def test_on_8_simulated_devices():
+def run_mesh_tests_on_8_devices(test_file):
+  """Runs the ``mesh`` tests of ``test_file`` in an 8-device subprocess."""
   flags = os.environ.get('XLA_FLAGS', '')
   env = dict(
     os.environ,
@@ -119,7 +120,7 @@ def test_on_8_simulated_devices():
   )
   result = subprocess.run(
     [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider']
-    + [__file__, '-k', 'mesh'],
+    + [test_file, '-k', 'mesh'],
     env=env,
     capture_output=True,
     text=True,
@@ -127,6 +128,10 @@ def test_on_8_simulated_devices():
   )
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'skipped' not in result.stdout, result.stdout
+
+
+def test_on_8_simulated_devices():
+  run_mesh_tests_on_8_devices(__file__)
 
 
 @pytest.fixture(scope='module')

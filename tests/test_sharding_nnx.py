@@ -7,8 +7,6 @@ skip.
 """
 
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +23,7 @@ from test_sharding import (
   P,
   collectives,
   holds_kernel_data,
+  run_mesh_tests_on_8_devices,
   train_sharded,
 )
 
@@ -152,23 +151,7 @@ def test_optimizer_state_carries_the_names_unplaced():
 
 
 def test_on_8_simulated_devices():
-  flags = os.environ.get('XLA_FLAGS', '')
-  env = dict(
-    os.environ,
-    XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=8',
-    JAX_PLATFORMS='cpu',
-    **{SIMULATED: '8'},
-  )
-  result = subprocess.run(
-    [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider']
-    + [__file__, '-k', 'mesh'],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stdout + result.stderr
-  assert 'skipped' not in result.stdout, result.stdout
+  run_mesh_tests_on_8_devices(__file__)
 
 
 @pytest.fixture(scope='module')
