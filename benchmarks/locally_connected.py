@@ -28,27 +28,24 @@ Prints a table and writes ``locally_connected.json`` under ``--out``
 (default ``benchmarks/results``).
 """
 
-import argparse
-import datetime
 import functools
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 import optax
 
 import flax_dense as fd
 from flax_dense._src.ops.dense import per_position_dense_layer
 from flax_dense._src.ops.locally_connected import windows as windows_of
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common  # noqa: E402
 
 SIZE_KEYS = (
   'batch',
@@ -240,22 +237,6 @@ def bench_size(size, repeats):
   return records
 
 
-def machine_info():
-  return {
-    'platform': platform.platform(),
-    'processor': platform.processor() or platform.machine(),
-    'cpu_count': os.cpu_count(),
-    'load_average_1min': os.getloadavg()[0],
-    'jax': jax.__version__,
-    'jaxlib': jaxlib.__version__,
-    'flax': flax.__version__,
-    'optax': optax.__version__,
-    'python': sys.version.split()[0],
-    'backend': jax.default_backend(),
-    'devices': [str(d) for d in jax.devices()],
-  }
-
-
 def print_table(results):
   print(
     f'{"B, L, D, F, k, s":<26} {"implementation":<34} {"forward ms":>10}'
@@ -274,29 +255,15 @@ def print_table(results):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument(
-    '--quick', action='store_true', help='tiny sizes, under 30 seconds'
-  )
-  parser.add_argument(
-    '--out',
-    default=os.path.join(os.path.dirname(__file__), 'results'),
-    help='directory for locally_connected.json',
-  )
-  parser.add_argument('--repeats', type=int, help='timed rounds per size')
-  args = parser.parse_args(argv)
-  config = dict(QUICK if args.quick else FULL)
-  if args.repeats:
-    config['repeats'] = args.repeats
-  os.makedirs(args.out, exist_ok=True)
-  started = time.time()
+  args = bench_common.parser(
+    __doc__,
+    quick_help='tiny sizes, under 30 seconds',
+    out_help='directory for locally_connected.json',
+    repeats_help='timed rounds per size',
+  ).parse_args(argv)
+  config = bench_common.config(args, FULL, QUICK)
   results = {
-    'date': datetime.date.today().isoformat(),
-    'command': ' '.join(
-      [os.path.basename(sys.executable), *(sys.argv if argv is None else argv)]
-    ),
-    'machine': machine_info(),
-    'config': config,
+    **bench_common.new_results(config, argv, bench_common.machine_info()),
     'sizes': [],
   }
   for size in config['sizes']:
@@ -307,13 +274,8 @@ def main(argv=None):
         'implementations': bench_size(size, config['repeats']),
       }
     )
-  results['load_average_1min_end'] = os.getloadavg()[0]
-  results['seconds'] = time.time() - started
   print_table(results)
-  path = os.path.join(args.out, 'locally_connected.json')
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1)
-  print(f'wrote {path} in {results["seconds"]:.0f} s')
+  bench_common.save_results(results, args.out, 'locally_connected')
   return results
 
 

@@ -25,23 +25,16 @@ Prints a table and writes ``multiprocess.json`` under ``--out`` (default
 ``benchmarks/results``).
 """
 
-import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
-import flax
-import jax
-import jaxlib
-import optax
-
 sys.path.insert(
   0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'examples')
 )
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common  # noqa: E402
 import train_sharded  # noqa: E402
 
 SIZE_KEYS = ('batch', 'positions', 'in_features', 'classes')
@@ -55,20 +48,6 @@ FULL = {
   'repeats': 3,
 }
 QUICK = {'sizes': [(16, 8, 4, 3)], 'steps': 6, 'repeats': 1}
-
-
-def machine_info():
-  return {
-    'platform': platform.platform(),
-    'processor': platform.processor() or platform.machine(),
-    'cpu_count': os.cpu_count(),
-    'load_average_1min': os.getloadavg()[0],
-    'jax': jax.__version__,
-    'jaxlib': jaxlib.__version__,
-    'flax': flax.__version__,
-    'optax': optax.__version__,
-    'python': sys.version.split()[0],
-  }
 
 
 def run(size, processes, devices, steps):
@@ -143,29 +122,17 @@ def print_table(results):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument(
-    '--quick', action='store_true', help='tiny sizes, one repeat'
-  )
-  parser.add_argument(
-    '--out',
-    default=os.path.join(os.path.dirname(__file__), 'results'),
-    help='directory for multiprocess.json',
-  )
-  parser.add_argument('--repeats', type=int, help='rounds of all topologies')
-  args = parser.parse_args(argv)
-  config = dict(QUICK if args.quick else FULL)
-  if args.repeats:
-    config['repeats'] = args.repeats
-  os.makedirs(args.out, exist_ok=True)
-  started = time.time()
+  args = bench_common.parser(
+    __doc__,
+    quick_help='tiny sizes, one repeat',
+    out_help='directory for multiprocess.json',
+    repeats_help='rounds of all topologies',
+  ).parse_args(argv)
+  config = bench_common.config(args, FULL, QUICK)
   results = {
-    'date': datetime.date.today().isoformat(),
-    'command': ' '.join(
-      [os.path.basename(sys.executable), *(sys.argv if argv is None else argv)]
+    **bench_common.new_results(
+      config, argv, bench_common.machine_info(devices=False)
     ),
-    'machine': machine_info(),
-    'config': config,
     'sizes': [],
   }
   for size in config['sizes']:
@@ -176,13 +143,8 @@ def main(argv=None):
         'topologies': bench_size(size, config['steps'], config['repeats']),
       }
     )
-  results['load_average_1min_end'] = os.getloadavg()[0]
-  results['seconds'] = time.time() - started
   print_table(results)
-  path = os.path.join(args.out, 'multiprocess.json')
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1)
-  print(f'wrote {path} in {results["seconds"]:.0f} s')
+  bench_common.save_results(results, args.out, 'multiprocess')
   return results
 
 

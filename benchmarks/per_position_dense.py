@@ -46,12 +46,9 @@ Prints a table and writes ``per_position_dense.json`` and
 """
 
 import argparse
-import datetime
 import functools
-import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -59,17 +56,18 @@ import time
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
-import flax  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import flax_dense as fd  # noqa: E402
 from flax_dense._src.ops import dense_kernels  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common  # noqa: E402
 
 FULL = {
   'batch_sizes': (8, 64, 256),
@@ -755,23 +753,6 @@ def bench_bfloat16(config, machine):
   return result
 
 
-def machine_info():
-  return {
-    'platform': platform.platform(),
-    'processor': platform.processor() or platform.machine(),
-    'cpu_count': os.cpu_count(),
-    'load_average_1min': os.getloadavg()[0],
-    'jax': jax.__version__,
-    'jaxlib': jaxlib.__version__,
-    'flax': flax.__version__,
-    'optax': optax.__version__,
-    'keras': __import__('keras').__version__,
-    'python': sys.version.split()[0],
-    'backend': jax.default_backend(),
-    'devices': [str(d) for d in jax.devices()],
-  }
-
-
 def print_table(results):
   header = (
     f'{"size (B, P)":>13} {"implementation":<26} {"fwd ms":>9}'
@@ -882,14 +863,11 @@ def size(text):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument(
-    '--quick', action='store_true', help='tiny sizes, under a minute'
-  )
-  parser.add_argument(
-    '--out',
-    default=os.path.join(os.path.dirname(__file__), 'results'),
-    help='directory for the .json and .png',
+  parser = bench_common.parser(
+    __doc__,
+    quick_help='tiny sizes, under a minute',
+    out_help='directory for the .json and .png',
+    repeats_help='timed calls per size',
   )
   parser.add_argument(
     '--name',
@@ -904,23 +882,17 @@ def main(argv=None):
     help='only these (batch, positions), e.g. 64x1024 256x1024 (default:'
     ' the sweeps of batch and positions around the base size)',
   )
-  parser.add_argument('--repeats', type=int, help='timed calls per size')
   parser.add_argument(
     '--loop-max-positions',
     type=int,
     help='largest P for the Python for-loop (its compile time grows with P)',
   )
   args = parser.parse_args(argv)
-  config = dict(QUICK if args.quick else FULL)
-  if jax.default_backend() != 'cpu' and not args.quick:
-    config.update(ACCELERATOR)
-  if args.repeats:
-    config['repeats'] = args.repeats
+  full = FULL if jax.default_backend() == 'cpu' else {**FULL, **ACCELERATOR}
+  config = bench_common.config(args, full, QUICK)
   if args.loop_max_positions:
     config['loop_max_positions'] = args.loop_max_positions
-  os.makedirs(args.out, exist_ok=True)
-  started = time.time()
-  info = machine_info()
+  info = bench_common.machine_info(packages=('keras',))
   machine = measure_machine(config)
   print(
     f'machine: {info["cpu_count"]} CPUs, JAX {info["jax"]} on'
@@ -936,10 +908,7 @@ def main(argv=None):
   # Gradients are checked at the base size, or the first size without it.
   checked = base if base in sizes else sizes[0]
   results = {
-    'date': datetime.date.today().isoformat(),
-    'command': ' '.join([os.path.basename(sys.executable), *sys.argv]),
-    'machine': info,
-    'config': config,
+    **bench_common.new_results(config, None, info),
     'measured_read_bandwidth_bytes_per_s': machine[0],
     'measured_matmul_flops_per_s': machine[1],
     'chunked_path_rule': {
@@ -968,15 +937,11 @@ def main(argv=None):
     )
   print('bfloat16 ...', flush=True)
   results['bfloat16'] = bench_bfloat16(config, machine)
-  results['load_average_1min_end'] = os.getloadavg()[0]
-  results['seconds'] = time.time() - started
   print_table(results)
-  json_path = os.path.join(args.out, f'{args.name}.json')
-  with open(json_path, 'w') as f:
-    json.dump(results, f, indent=1)
+  bench_common.save_results(results, args.out, args.name)
   png_path = os.path.join(args.out, f'{args.name}.png')
   plot(results, png_path)
-  print(f'wrote {json_path} and {png_path} in {results["seconds"]:.0f} s')
+  print(f'wrote {png_path}')
   return results
 
 
