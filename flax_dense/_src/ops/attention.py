@@ -162,8 +162,28 @@ def attention_decoder(
 
   state = jnp.tanh(dot(inputs[0], params['W_s']))
   output = jnp.zeros((output_dim,), state.dtype)
-  _, emitted = jax.lax.scan(step, (output, state), length=timesteps)
-  return emitted
+  return _emit_steps(step, (output, state), timesteps)
+
+
+def _emit_steps(step, carry, timesteps):
+  """The outputs of ``timesteps`` steps of ``step``, stacked: ``(T, ...)``.
+
+  ``jax.lax.scan`` for a known T. A symbolic T (``jax.export`` with
+  ``jax.export.symbolic_shape``) has no scan, whose length must be known:
+  then a ``jax.lax.fori_loop`` writes each step's output into its row, the
+  same values, differentiable in forward mode only (fine for serving).
+  """
+  if isinstance(timesteps, int):
+    return jax.lax.scan(step, carry, length=timesteps)[1]
+  emitted = jax.eval_shape(lambda carry: step(carry, None)[1], carry)
+  rows = jnp.zeros((timesteps, *emitted.shape), emitted.dtype)
+
+  def body(index, state):
+    carry, rows = state
+    carry, row = step(carry, None)
+    return carry, jax.lax.dynamic_update_index_in_dim(rows, row, index, 0)
+
+  return jax.lax.fori_loop(0, timesteps, body, (carry, rows))[1]
 
 
 # Jitted so that eager calls compile once per shape: the loops inside (chunks,

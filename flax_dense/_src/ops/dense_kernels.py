@@ -58,16 +58,20 @@ def prefers_chunks(inputs_shape: Sequence[int], dtype: jnp.dtype) -> bool:
   floats: XLA:CPU converts them to float32 whole before any loop (CPUs
   without bfloat16 arithmetic), so chunks gain nothing; not with several
   CPU devices: a mesh may split the positions, which the chunks would gather
-  while the einsum keeps every position on its device.
+  while the einsum keeps every position on its device. Not for a shape with
+  a symbolic size (``jax.export.symbolic_shape``): the chunk length depends
+  on the batch size, so such inputs take the einsum, which any size fits.
 
   Args:
-    inputs_shape: ``(..., P, D)``.
+    inputs_shape: ``(..., P, D)``; sizes are ints or symbolic.
     dtype: dtype of the inputs (and of the weights).
 
   Returns:
     Whether to call :func:`per_position_dense_chunked` on CPU.
   """
   if len(inputs_shape) < 3 or jnp.dtype(dtype) != jnp.float32:
+    return False
+  if not all(isinstance(size, int) for size in inputs_shape):
     return False
   size = math.prod(inputs_shape) * jnp.dtype(dtype).itemsize
   return size >= MIN_CHUNKED_BYTES and len(jax.devices('cpu')) == 1
