@@ -44,6 +44,9 @@ from flax_dense._src.ops.activations import (
   KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
 )
 from flax_dense._src.ops.activations import (
+  ActivationFunction as ActivationFunction,
+)
+from flax_dense._src.ops.activations import (
   keras_activation as keras_activation,
 )
 from flax_dense._src.ops.losses import (
@@ -55,6 +58,8 @@ from flax_dense._src.ops.losses import (
 from flax_dense._src.ops.masking import compute_mask as compute_mask
 from flax_dense._src.ops.pooling import masked_max as masked_max
 from flax_dense._src.ops.pooling import masked_mean as masked_mean
+from flax_dense._src.ops.regularizers import Constraint as Constraint
+from flax_dense._src.ops.regularizers import Regularizer as Regularizer
 from flax_dense._src.ops.regularizers import constrain as constrain
 from flax_dense._src.ops.regularizers import l1_l2 as l1_l2
 from flax_dense._src.ops.regularizers import max_norm as max_norm
@@ -73,10 +78,12 @@ __version__ = '0.1.0'
 
 __all__ = [
   'Activation',
+  'ActivationFunction',
   'ActivityRegularization',
   'AttentionDecoder',
   'CONSTANTS',
   'ConstProduct',
+  'Constraint',
   'Dropout',
   'Flatten',
   'GlobalAveragePooling1D',
@@ -91,6 +98,7 @@ __all__ = [
   'MultiIODense',
   'PerPositionDense',
   'Permute',
+  'Regularizer',
   'RepeatVector',
   'Reshape',
   'SpatialDropout1D',

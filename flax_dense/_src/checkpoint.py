@@ -12,13 +12,16 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
+
+if TYPE_CHECKING:
+  import orbax.checkpoint as ocp
 
 # The files of one step that restoring it reads: Orbax's layout of a step
 # with one item, ``default``, in a TensorStore key-value store (OCDBT).
@@ -50,7 +53,7 @@ _IF_DAMAGED = {
 }
 
 
-def _manager(directory: str, create: bool) -> Any:
+def _manager(directory: str, create: bool) -> 'ocp.CheckpointManager':
   """Orbax manager of ``directory`` that keeps only its newest complete step."""
   # Imported here: Orbax takes a second to import, which a program that
   # never checkpoints should not pay on ``import flax_dense``.
@@ -142,7 +145,7 @@ def save(
       f'checkpoint.save: tree holds no array or scalar to save, got {tree!r};'
       ' pass the variables or train state to checkpoint.'
     )
-  zero_size = _zero_size_arrays(tree)
+  metadata: dict[str, Any] = {_ZERO_SIZE: _zero_size_arrays(tree)}
   with _manager(directory, create=True) as manager:
     latest = manager.latest_step()
     if step is None:
@@ -166,7 +169,7 @@ def save(
     manager.save(
       step,
       args=ocp.args.StandardSave(
-        _with_stand_ins(tree), custom_metadata={_ZERO_SIZE: zero_size}
+        _with_stand_ins(tree), custom_metadata=metadata
       ),
     )
   return step
@@ -332,9 +335,12 @@ def _checked_step(step: Any, function: str) -> int:
   return int(step)
 
 
-def _default_device() -> jax.Device:
+# ``Any``: ``jax.Device`` is a runtime-only name that type checkers cannot
+# resolve (jaxlib has no stubs for it).
+def _default_device() -> Any:
   """The device JAX puts new arrays on in this process."""
-  device = jax.config.jax_default_device
+  # A flag without a typed attribute on ``jax.config``.
+  device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
   if isinstance(device, str):  # A platform name, e.g. 'cpu'.
     return jax.local_devices(backend=device)[0]
   return device if device is not None else jax.local_devices()[0]
@@ -373,7 +379,7 @@ def _zero_size_arrays(tree: Any) -> dict[str, dict[str, Any]]:
   for name, leaf in _by_name(tree).items():
     if _is_zero_size(leaf):
       shape, dtype = _stored_as(leaf)
-      is_key = jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+      is_key = jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
       descriptions[name] = {
         'shape': list(shape),
         'dtype': str(jnp.dtype(dtype)),
@@ -391,7 +397,9 @@ def _zeros(
   if numpy:
     return data
   if description['key_impl'] is not None:
-    keys = jax.random.wrap_key_data(data, impl=description['key_impl'])
+    keys = jax.random.wrap_key_data(
+      jnp.asarray(data), impl=description['key_impl']
+    )
     return jax.device_put(keys, sharding)
   return jax.device_put(data, sharding)
 
@@ -638,7 +646,7 @@ def _await_abandoned_tasks() -> None:
     gc.collect()
 
 
-def _release_frames(err: BaseException) -> None:
+def _release_frames(err: BaseException | None) -> None:
   """Frees the variables of the frames ``err`` and its causes went through.
 
   Orbax's frames hold its abandoned reads, which would otherwise be
@@ -693,7 +701,7 @@ def _key_name(key: Any) -> str:
 def _stored_as(leaf: Any) -> tuple[tuple[int, ...], Any]:
   """Shape and dtype under which ``leaf`` is stored; keys as their data."""
   dtype = getattr(leaf, 'dtype', None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+  if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
     leaf = jax.eval_shape(jax.random.key_data, leaf)
     dtype = leaf.dtype
   return tuple(np.shape(leaf) if dtype is None else leaf.shape), dtype

@@ -133,8 +133,11 @@ def initialize(
       within ``initialization_timeout`` seconds; the message names the
       address.
   """
-  explicit = None not in (coordinator_address, num_processes, process_id)
-  if explicit:
+  if (
+    coordinator_address is not None
+    and num_processes is not None
+    and process_id is not None
+  ):
     if not 0 <= process_id < num_processes:
       raise ValueError(
         f'initialize: process_id must be in [0, {num_processes}), got'
@@ -185,7 +188,13 @@ def process_rows(
   """
   global_shape = tuple(global_shape)
   indices = sharding.addressable_devices_indices_map(global_shape).values()
-  ranges = {index[axis].indices(global_shape[axis])[:2] for index in indices}
+  # An index of None (typed so by JAX) would be the whole array.
+  ranges = {
+    (slice(None) if index is None else index[axis]).indices(global_shape[axis])[
+      :2
+    ]
+    for index in indices
+  }
   return np.concatenate(
     [np.arange(start, stop) for start, stop in sorted(ranges)]
   )

@@ -60,5 +60,5 @@ def glorot_uniform_any_rank(
   """
   if len(shape) > 1:
     return initializers.glorot_uniform()(key, shape, dtype)
-  limit = math.sqrt(3 / shape[0])
+  limit = math.sqrt(3 / math.prod(shape))  # Keras's fans of a vector or scalar
   return jax.random.uniform(key, shape, dtype, -limit, limit)

@@ -82,7 +82,7 @@ def logically_partitioned(module: ModuleT) -> ModuleT:
   """
   if isinstance(module, nnx.Module):
     return _annotate_nnx(module)
-  wrapped = {
+  wrapped: dict[str, Any] = {
     field.name: nn.with_logical_partitioning(
       getattr(module, field.name),
       getattr(module, field.name.removesuffix('_init') + '_axes'),
@@ -206,7 +206,7 @@ def mesh_shardings(
   def sharding(leaf):
     if not isinstance(leaf, nnx.Variable):
       spec = nn.get_partition_spec(leaf)
-      return nn.logical_to_mesh_sharding(spec, mesh, rules)
+      return nn.spmd.logical_to_mesh_sharding(spec, mesh, rules)
     with nnx.logical_axis_rules(rules):
       spec = nnx.get_partition_spec(leaf).get_value()
     return leaf.replace(NamedSharding(mesh, spec))

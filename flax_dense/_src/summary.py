@@ -126,10 +126,11 @@ def _format_shape(shape: Any) -> str:
 
 
 def _format_bytes(size: int) -> str:
+  scaled = float(size)
   for unit in ('B', 'KB', 'MB', 'GB'):
-    if size < 1024 or unit == 'GB':
-      return f'{size:.2f} {unit}' if unit != 'B' else f'{size} B'
-    size /= 1024
+    if scaled < 1024 or unit == 'GB':
+      return f'{scaled:.2f} {unit}' if unit != 'B' else f'{size} B'
+    scaled /= 1024
   raise AssertionError('unreachable')
 
 

@@ -4,6 +4,7 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from flax.typing import Dtype, Initializer

@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+#: An activation: a function from an array to an array of the same shape,
+#: e.g. ``jax.nn.relu``; a layer's ``activation`` takes one or a Keras name.
 ActivationFunction = Callable[[jax.Array], jax.Array]
 
 
