@@ -13,6 +13,11 @@ from flax_dense._src.interop.keras import from_keras as from_keras
 from flax_dense._src.interop.keras import (
   keras_weights_to_params as keras_weights_to_params,
 )
+from flax_dense._src.interop.to_keras import (
+  keras_custom_objects as keras_custom_objects,
+)
+from flax_dense._src.interop.to_keras import to_keras as to_keras
+from flax_dense._src.interop.to_keras import to_keras_model as to_keras_model
 from flax_dense._src.linen.attention import AttentionDecoder as AttentionDecoder
 from flax_dense._src.linen.core import Activation as Activation
 from flax_dense._src.linen.core import Flatten as Flatten
@@ -112,6 +117,7 @@ __all__ = [
   'from_keras',
   'functional',
   'keras_activation',
+  'keras_custom_objects',
   'keras_weights_to_params',
   'l1_l2',
   'masked_max',
@@ -124,6 +130,8 @@ __all__ = [
   'non_neg',
   'sharding',
   'summary',
+  'to_keras',
+  'to_keras_model',
   'unit_norm',
   'weight_penalty',
 ]
