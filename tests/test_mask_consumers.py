@@ -341,3 +341,61 @@ def test_example_trains_masking_to_per_position_softmax_on_padded_data():
   assert results['accuracy'] > 0.6  # chance is 1 / 4
   assert results['final_loss'] < results['first_loss']
   assert results['padding_invariant']
+
+
+def _pool(layer_class):
+  return lambda x, mask: layer_class().apply({}, x, mask)
+
+
+def _pool_nnx(layer_class):
+  return lambda x, mask: layer_class()(x, mask)
+
+
+def _loss(from_logits):
+  labels = np.array([[0, 2, 1, 3, 1], [1, 1, 0, 2, 0]])
+
+  def loss(x, mask):
+    return fd.masked_sparse_categorical_crossentropy(
+      labels, x, mask, from_logits=from_logits
+    )
+
+  return loss
+
+
+def _accuracy(x, mask):
+  labels = np.array([[0, 2, 1, 3, 1], [1, 1, 0, 2, 0]])
+  return fd.masked_sparse_categorical_accuracy(labels, x, mask)
+
+
+NONFINITE_CONSUMERS = {
+  'masked_mean': lambda x, mask: fd.masked_mean(x, mask, 1),
+  'masked_max': lambda x, mask: fd.masked_max(x, mask, 1),
+  'GlobalAveragePooling1D': _pool(fd.GlobalAveragePooling1D),
+  'GlobalMaxPooling1D': _pool(fd.GlobalMaxPooling1D),
+  'nnx.GlobalAveragePooling1D': _pool_nnx(fd.nnx.GlobalAveragePooling1D),
+  'nnx.GlobalMaxPooling1D': _pool_nnx(fd.nnx.GlobalMaxPooling1D),
+  'crossentropy (logits)': _loss(True),
+  'crossentropy (probabilities)': _loss(False),
+  'accuracy': _accuracy,
+}
+
+
+@pytest.mark.parametrize('pad', [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize('name', NONFINITE_CONSUMERS)
+def test_nonfinite_padding_changes_neither_outputs_nor_gradients(name, pad):
+  consumer = NONFINITE_CONSUMERS[name]
+  finite, mask = padded_batch((2, 5, 4), [3, 1], seed=1, pad=0.25)
+  if 'probabilities' in name:
+    finite = np.asarray(jax.nn.softmax(finite), np.float32)
+  padded = np.where(mask[..., None], finite, np.float32(pad))
+
+  def value_and_grad(x):
+    return jax.value_and_grad(lambda x: jnp.sum(consumer(x, mask)))(x)
+
+  value, grads = value_and_grad(padded)
+  expected_value, expected_grads = value_and_grad(finite)
+  assert np.all(np.isfinite(value)) and np.all(np.isfinite(grads))
+  np.testing.assert_array_equal(consumer(padded, mask), consumer(finite, mask))
+  np.testing.assert_array_equal(value, expected_value)
+  np.testing.assert_array_equal(grads, expected_grads)
+  np.testing.assert_array_equal(grads[~mask], 0.0)
