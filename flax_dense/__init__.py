@@ -17,7 +17,9 @@ from flax_dense._src.interop.to_keras import (
   keras_custom_objects as keras_custom_objects,
 )
 from flax_dense._src.interop.to_keras import to_keras as to_keras
-from flax_dense._src.interop.to_keras import to_keras_model as to_keras_model
+from flax_dense._src.interop.to_keras_model import (
+  to_keras_model as to_keras_model,
+)
 from flax_dense._src.linen.attention import AttentionDecoder as AttentionDecoder
 from flax_dense._src.linen.core import Activation as Activation
 from flax_dense._src.linen.core import Flatten as Flatten

@@ -5,8 +5,9 @@ Two ways out of JAX's own process:
 - :func:`to_keras` hosts a Flax module (a flax_dense layer, an imported
   model, or a user's linen model built from them) as one Keras layer whose
   weights are Keras variables: Keras trains it, saves it and serves it.
-- :func:`to_keras_model` rebuilds the native Keras model of a module that
-  :func:`~flax_dense.from_keras` makes, one Keras layer per flax_dense layer.
+- :func:`~flax_dense._src.interop.to_keras_model.to_keras_model` rebuilds
+  the native Keras model of a module that :func:`~flax_dense.from_keras`
+  makes, one Keras layer per flax_dense layer.
 
 Keras is imported only when one of them is called; the Keras-side classes
 live in :mod:`flax_dense._src.interop.keras_layers`. A hosted module is
@@ -28,17 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from flax_dense._src.linen import (
-  core,
-  dense,
-  dropout,
-  masking,
-  pooling,
-  product,
-  regularizers,
-)
-from flax_dense._src.ops.activations import KERAS_ACTIVATIONS
-from flax_dense._src.ops.regularizers import l1_l2
 from flax_dense._src.variables import CONSTANTS, LOSSES
 
 #: Packages whose classes and functions a ``.keras`` file may name without
@@ -60,13 +50,14 @@ def _import_path(value: Any) -> str | None:
   if not module or not qualname or '<' in qualname:
     return None
   try:
-    found = _resolve(f'{module}:{qualname}')
+    found = resolve(f'{module}:{qualname}')
   except (ImportError, AttributeError):
     return None
   return f'{module}:{qualname}' if found is value else None
 
 
-def _resolve(path: str) -> Any:
+def resolve(path: str) -> Any:
+  """The class or function at ``'module:qualname'``."""
   module, qualname = path.split(':')
   value = importlib.import_module(module)
   for part in qualname.split('.'):
@@ -74,7 +65,7 @@ def _resolve(path: str) -> Any:
   return value
 
 
-def _factory_call(function: Callable) -> dict[str, Any] | None:
+def factory_call(function: Callable) -> dict[str, Any] | None:
   """A closure as the call of the top-level factory that made it, if any.
 
   ``fd.l1_l2(0.1, 0.2)`` returns a function defined inside ``l1_l2`` that
@@ -86,7 +77,7 @@ def _factory_call(function: Callable) -> dict[str, Any] | None:
   if not rest or '<' in rest or getattr(function, '__closure__', None) is None:
     return None
   try:
-    factory = _resolve(f'{function.__module__}:{factory_name}')
+    factory = resolve(f'{function.__module__}:{factory_name}')
     captured = inspect.getclosurevars(function).nonlocals
     parameters = inspect.signature(factory).parameters
   except (ImportError, AttributeError, TypeError, ValueError):
@@ -137,7 +128,7 @@ def _encode(value: Any, where: str) -> Any:
     path = _import_path(value)
     if path is not None:
       return {'function': path}
-    call = _factory_call(value)
+    call = factory_call(value)
     if call is not None:
       return {
         'factory': call['factory'],
@@ -174,20 +165,20 @@ def _decode(value: Any, trusted: bool) -> Any:
     return {k: _decode(v, trusted) for k, v in value['dict'].items()}
   if 'enum' in value:
     _check_trusted(value['enum'], trusted)
-    return _resolve(value['enum'])[value['name']]
+    return resolve(value['enum'])[value['name']]
   if 'dtype' in value:
     return jnp.dtype(value['dtype'])
   if 'function' in value:
     _check_trusted(value['function'], trusted)
-    return _resolve(value['function'])
+    return resolve(value['function'])
   if 'factory' in value:
     _check_trusted(value['factory'], trusted)
     arguments = {k: _decode(v, trusted) for k, v in value['arguments'].items()}
-    return _resolve(value['factory'])(**arguments)
+    return resolve(value['factory'])(**arguments)
   raise ValueError(f'to_keras: unreadable saved value {value!r}.')
 
 
-def _frozen_base(module_type: type) -> type | None:
+def frozen_base(module_type: type) -> type | None:
   """The layer class that ``from_keras``'s ``frozen`` wrapped, if it did."""
   base = module_type.__mro__[1]
   if (
@@ -231,7 +222,7 @@ def module_to_config(module: nn.Module, where: str = 'module') -> dict:
     ValueError: naming the field that cannot be written, and what to do.
   """
   module_type = type(module)
-  frozen = _frozen_base(module_type)
+  frozen = frozen_base(module_type)
   if frozen is not None:
     module_type = frozen
   path = _import_path(module_type)
@@ -275,7 +266,7 @@ def module_from_config(config: dict, trusted: bool = True) -> nn.Module:
     The linen module.
   """
   _check_trusted(config['class'], trusted)
-  module_type = _resolve(config['class'])
+  module_type = resolve(config['class'])
   if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
     raise ValueError(
       f'to_keras: the saved class {config["class"]!r} is not a linen module.'
@@ -568,304 +559,3 @@ def keras_custom_objects() -> dict[str, type]:
   from flax_dense._src.interop import keras_layers
 
   return keras_layers.custom_objects()
-
-
-# ---------------------------------------------------------------------------
-# Models back to Keras.
-
-
-@dataclasses.dataclass(frozen=True)
-class _Layer:
-  """One flax_dense layer on its way to Keras, with its weights."""
-
-  name: str
-  module: nn.Module
-  mask_flow: str | None
-  params: Mapping[str, Any]
-  trainable: bool
-
-
-def _activation(layer: _Layer, activation: Any) -> str:
-  if activation is None:
-    return 'linear'
-  if isinstance(activation, str) and activation.lower() in KERAS_ACTIVATIONS:
-    return activation.lower()
-  raise ValueError(
-    f"to_keras_model: layer '{layer.name}' has activation {activation!r};"
-    ' Keras layers take activations by name: give it as one of'
-    f' {", ".join(sorted(KERAS_ACTIVATIONS))}.'
-  )
-
-
-def _activity_regularizer(keras: Any, layer: _Layer, regularizer: Any) -> Any:
-  """Keras's ``L1L2`` for an ``fd.l1_l2`` penalty, else our own error."""
-  if regularizer is None:
-    return None
-  call = _factory_call(regularizer)
-  if call is None or _resolve(call['factory']) is not l1_l2:
-    raise ValueError(
-      f"to_keras_model: layer '{layer.name}' has activity_regularizer"
-      f' {regularizer!r}; Keras carries fd.l1_l2 penalties only (as'
-      ' keras.regularizers.L1L2).'
-    )
-  return keras.regularizers.L1L2(**call['arguments'])
-
-
-def _keras_layer(keras: Any, layer: _Layer) -> tuple[Any, list, tuple]:
-  """The Keras layer of one flax_dense layer, its weights and build shape.
-
-  Returns:
-    ``(keras_layer, weights, build_shape)``: ``weights`` in Keras's order,
-    ``build_shape`` the input shape to build it with (``None`` for a layer
-    without weights).
-  """
-  from flax_dense._src.interop import keras_layers
-
-  layers = keras.layers
-  module, name, params = layer.module, layer.name, layer.params
-  common = {'name': name, 'trainable': layer.trainable}
-  kind = _frozen_base(type(module)) or type(module)
-  if kind is nn.Dense:
-    kernel = params['kernel']
-    weights = [kernel, params['bias']] if module.use_bias else [kernel]
-    made = layers.Dense(module.features, use_bias=module.use_bias, **common)
-    return made, weights, (None, kernel.shape[0])
-  if issubclass(kind, dense.PerPositionDense):
-    kernel = params['kernel']
-    positions, in_features, features = kernel.shape
-    made = layers.EinsumDense(
-      'abc,bcd->abd',
-      output_shape=(positions, features),
-      bias_axes='bd' if module.use_bias else None,
-      activation=_activation(layer, module.activation),
-      activity_regularizer=_activity_regularizer(
-        keras, layer, module.activity_regularizer
-      ),
-      **common,
-    )
-    weights = [kernel, params['bias']] if module.use_bias else [kernel]
-    return made, weights, (None, positions, in_features)
-  if issubclass(kind, product.ConstProduct):
-    kernel = params['kernel']
-    made = keras_layers.ConstProduct(
-      kernel.shape[-1], name=name, trainable=layer.trainable
-    )
-    return made, [kernel], (None, kernel.shape[-1])
-  weightless = {
-    core.Activation: lambda m: (
-      layers.Activation,
-      {'activation': _activation(layer, m.activation)},
-      not m.params or 'an Activation with params',
-    ),
-    core.Flatten: lambda m: (layers.Flatten, {'data_format': m.data_format}),
-    core.Reshape: lambda m: (
-      layers.Reshape,
-      {'target_shape': tuple(m.target_shape)},
-    ),
-    core.Permute: lambda m: (layers.Permute, {'dims': tuple(m.dims)}),
-    core.RepeatVector: lambda m: (layers.RepeatVector, {'n': m.n}),
-    masking.Masking: lambda m: (layers.Masking, {'mask_value': m.mask_value}),
-    dropout.Dropout: lambda m: (
-      layers.Dropout,
-      {'rate': m.rate, 'noise_shape': m.noise_shape},
-    ),
-    dropout.SpatialDropout1D: lambda m: (
-      layers.SpatialDropout1D,
-      {'rate': m.rate},
-      m.data_format == 'channels_last' or 'a channels_first SpatialDropout1D',
-    ),
-    dropout.SpatialDropout2D: lambda m: (
-      layers.SpatialDropout2D,
-      {'rate': m.rate, 'data_format': m.data_format},
-    ),
-    dropout.SpatialDropout3D: lambda m: (
-      layers.SpatialDropout3D,
-      {'rate': m.rate, 'data_format': m.data_format},
-    ),
-    pooling.GlobalAveragePooling1D: lambda m: (
-      layers.GlobalAveragePooling1D,
-      {'data_format': m.data_format, 'keepdims': m.keepdims},
-    ),
-    pooling.GlobalMaxPooling1D: lambda m: (
-      layers.GlobalMaxPooling1D,
-      {'data_format': m.data_format, 'keepdims': m.keepdims},
-    ),
-    regularizers.ActivityRegularization: lambda m: (
-      layers.ActivityRegularization,
-      {'l1': m.l1, 'l2': m.l2},
-    ),
-  }
-  for module_type, describe in weightless.items():
-    if issubclass(kind, module_type):
-      keras_type, arguments, *supported = describe(module)
-      if supported and supported[0] is not True:
-        _no_counterpart(layer, supported[0])
-      return keras_type(**arguments, name=name), [], None
-  return _no_counterpart(layer, f'a {kind.__name__}'), [], None
-
-
-def _no_counterpart(layer: _Layer, what: str) -> Any:
-  raise ValueError(
-    f"to_keras_model: layer '{layer.name}' is {what}, which has no Keras"
-    ' counterpart; host the module in Keras as one layer with'
-    ' fd.to_keras(module, variables) instead.'
-  )
-
-
-#: What Keras's layer does with a mask, for each flax_dense layer that
-#: passes one on or reads it (the others, Keras's too, end it): the
-#: ``mask_flow`` an imported model gives them.
-_KERAS_MASK_FLOW = {
-  'Masking': 'compute',
-  'Dense': 'propagate',
-  'Activation': 'propagate',
-  'ActivityRegularization': 'propagate',
-  'Dropout': 'propagate',
-  'SpatialDropout1D': 'propagate',
-  'SpatialDropout2D': 'propagate',
-  'SpatialDropout3D': 'propagate',
-  'GlobalAveragePooling1D': 'consume',
-}
-
-
-def _check_mask_flows(steps: Sequence[_Layer]) -> None:
-  """Raises unless the module passes masks along as Keras will."""
-  live = False
-  for step in steps:
-    kind = (_frozen_base(type(step.module)) or type(step.module)).__name__
-    keras_flow = _KERAS_MASK_FLOW.get(kind, 'drop')
-    flow = step.mask_flow or 'drop'
-    if kind == 'GlobalMaxPooling1D' and live and flow == 'consume':
-      raise ValueError(
-        f"to_keras_model: layer '{step.name}' is a GlobalMaxPooling1D that"
-        " skips masked steps; Keras's GlobalMaxPooling1D ignores the mask,"
-        ' so its outputs would differ. Host the module with fd.to_keras.'
-      )
-    if (live or keras_flow == 'compute') and flow != keras_flow:
-      raise ValueError(
-        f"to_keras_model: layer '{step.name}' ({kind}) has mask_flow"
-        f" {flow!r}, but Keras's layer does {keras_flow!r} with the mask, so"
-        " the outputs would differ; use Keras's mask flows (as from_keras"
-        ' does) or host the module with fd.to_keras.'
-      )
-    live = flow in ('compute', 'propagate') and (live or flow == 'compute')
-
-
-def _steps(module: nn.Module, variables: Mapping[str, Any]) -> list[_Layer]:
-  """The layers of ``module`` (a sequence or one layer) with their weights."""
-  from flax_dense._src.interop.keras import KerasSequential
-
-  params = variables.get('params', {})
-  constants = variables.get(CONSTANTS, {})
-  if not isinstance(module, KerasSequential):
-    name = module.name or _snake_case(type(module).__name__)
-    return [_Layer(name, module, None, {**params, **constants}, not constants)]
-  steps = []
-  for index, layer in enumerate(module.layers):
-    name = module.names[index] if module.names else f'layers_{index}'
-    flow = module.mask_flow[index] if module.mask_flow else None
-    weights = {**params.get(name, {}), **constants.get(name, {})}
-    steps.append(_Layer(name, layer, flow, weights, name not in constants))
-  return steps
-
-
-def _snake_case(name: str) -> str:
-  return ''.join(
-    f'_{char.lower()}' if char.isupper() and index else char.lower()
-    for index, char in enumerate(name)
-  )
-
-
-def to_keras_model(
-  module: nn.Module | nnx.Module,
-  variables: Mapping[str, Any] | None = None,
-  *,
-  input_shape: Sequence[int | None] | None = None,
-  name: str | None = None,
-) -> Any:
-  """The native Keras 3 model of a flax_dense model, weights set.
-
-  The reverse of :func:`~flax_dense.from_keras`: each layer of a
-  :class:`~flax_dense.KerasSequential` (or one flax_dense layer) becomes
-  its Keras layer with the same weights and name, so
-  ``keras_model.predict(x)`` equals ``module.apply(variables, x)``:
-  ``flax.linen.Dense`` as ``Dense``, :class:`~flax_dense.PerPositionDense`
-  as ``EinsumDense('abc,bcd->abd')``, :class:`~flax_dense.ConstProduct` as
-  the small Keras layer ``flax_dense>ConstProduct`` shipped with the
-  package, and ``Activation``, ``ActivityRegularization``, ``Dropout``,
-  ``SpatialDropout1D/2D/3D``, ``Flatten``, ``Reshape``, ``Permute``,
-  ``RepeatVector``, ``Masking``, ``GlobalAveragePooling1D`` and
-  ``GlobalMaxPooling1D`` (without a mask) as Keras's. Masks flow as
-  Keras's layers pass them; frozen layers (``constants``) are
-  ``trainable=False``. Layers without a Keras counterpart (``Lambda``,
-  ``AttentionDecoder``, ``LocallyConnected1D``, ``MultiIODense``, your own
-  modules) raise: host those with :func:`to_keras`.
-
-  Example usage::
-
-    >>> import os; _ = os.environ.setdefault('KERAS_BACKEND', 'jax')
-    >>> import keras, jax, jax.numpy as jnp, numpy as np
-    >>> import flax_dense as fd
-    >>> module = fd.PerPositionDense(3, activation='relu')
-    >>> variables = module.init(jax.random.key(0), jnp.ones((1, 5, 4)))
-    >>> model = fd.to_keras_model(module, variables, input_shape=(5, 4))
-    >>> [type(layer).__name__ for layer in model.layers]
-    ['EinsumDense']
-    >>> x = np.ones((2, 5, 4), np.float32)
-    >>> bool(np.allclose(model.predict(x, verbose=0),
-    ...                  module.apply(variables, x), atol=1e-6))
-    True
-
-  Args:
-    module: a :class:`~flax_dense.KerasSequential` or a single layer
-      (linen), or their NNX twins (converted by ``fd.nnx.to_linen``).
-    variables: the linen module's variables; ``None`` for NNX.
-    input_shape: the shape of one example, to start the model with
-      ``keras.Input(input_shape)`` (so it is built and ``summary()`` shows
-      shapes); default: none, the layers are built from their weights.
-    name: the Keras model's name.
-
-  Returns:
-    A ``keras.Sequential``.
-
-  Raises:
-    ImportError: without Keras 3.
-    RuntimeError: if Keras runs on another backend than JAX.
-    ValueError: for a layer with no Keras counterpart (naming it and what
-      to do), an activation given as a function, mask flows other than
-      Keras's, or variables missing or given for an NNX module.
-  """
-  keras = import_keras('to_keras_model')
-  if isinstance(module, nnx.Module):
-    if variables is not None:
-      raise ValueError(
-        'to_keras_model: an NNX module holds its own weights; call'
-        ' to_keras_model(model) without variables.'
-      )
-    from flax_dense._src.nnx.convert import to_linen
-
-    module, variables = to_linen(module)
-  if not isinstance(module, nn.Module):
-    raise TypeError(
-      'to_keras_model: module must be a flax_dense layer or'
-      f' KerasSequential (linen or NNX), got {type(module).__name__}.'
-    )
-  if not isinstance(variables, Mapping):
-    raise ValueError(
-      'to_keras_model: a linen module needs its variables, the mapping'
-      f' module.init returns; got {type(variables).__name__}.'
-    )
-  steps = _steps(module, nn.meta.unbox(dict(variables)))
-  _check_mask_flows(steps)
-  made = [_keras_layer(keras, step) for step in steps]
-  layers = [layer for layer, _, _ in made]
-  if input_shape is not None:
-    layers = [keras.Input(tuple(input_shape)), *layers]
-  model = keras.Sequential(layers, name=name)
-  for layer, weights, build_shape in made:
-    if not weights:
-      continue
-    if not layer.built:
-      layer.build(build_shape)
-    layer.set_weights([np.asarray(w) for w in weights])
-  return model
