@@ -120,8 +120,9 @@ def _sparsemax(x: jax.Array, axis: int = -1) -> jax.Array:
 
 
 #: Every Keras 3 activation name, mapped to a JAX function with Keras's
-#: parameters and defaults.
-KERAS_ACTIVATIONS: dict[str, ActivationFunction] = {
+#: parameters and defaults (after the array, Keras's keyword parameters,
+#: which ``threshold`` requires).
+KERAS_ACTIVATIONS: dict[str, Callable[..., jax.Array]] = {
   'celu': jax.nn.celu,
   'elu': jax.nn.elu,
   'exponential': jnp.exp,
@@ -158,7 +159,10 @@ KERAS_ACTIVATIONS: dict[str, ActivationFunction] = {
 
 
 def _bind_parameters(
-  name: str, function: ActivationFunction, params: dict[str, Any], layer: str
+  name: str,
+  function: Callable[..., jax.Array],
+  params: dict[str, Any],
+  layer: str,
 ) -> ActivationFunction:
   """``function`` with ``params`` bound, checked against its signature."""
   parameters = list(inspect.signature(function).parameters.values())[1:]
