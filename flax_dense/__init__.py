@@ -13,6 +13,15 @@ from flax_dense._src.interop.keras import from_keras as from_keras
 from flax_dense._src.interop.keras import (
   keras_weights_to_params as keras_weights_to_params,
 )
+from flax_dense._src.interop.keras import (
+  load_keras_weights as load_keras_weights,
+)
+from flax_dense._src.interop.keras import (
+  register_keras_layer as register_keras_layer,
+)
+from flax_dense._src.interop.keras_graph import (
+  KerasFunctional as KerasFunctional,
+)
 from flax_dense._src.interop.to_keras import (
   keras_custom_objects as keras_custom_objects,
 )
@@ -96,6 +105,7 @@ __all__ = [
   'GlobalAveragePooling1D',
   'GlobalMaxPooling1D',
   'KERAS_ACTIVATIONS',
+  'KerasFunctional',
   'KerasSequential',
   'LOSSES',
   'Lambda',
@@ -122,6 +132,7 @@ __all__ = [
   'keras_custom_objects',
   'keras_weights_to_params',
   'l1_l2',
+  'load_keras_weights',
   'masked_max',
   'masked_mean',
   'masked_sparse_categorical_accuracy',
@@ -130,6 +141,7 @@ __all__ = [
   'min_max_norm',
   'nnx',
   'non_neg',
+  'register_keras_layer',
   'sharding',
   'summary',
   'to_keras',

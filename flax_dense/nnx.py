@@ -20,6 +20,7 @@ A linen layer and its variables become their NNX twin with
 
 from flax_dense._src.nnx.attention import AttentionDecoder as AttentionDecoder
 from flax_dense._src.nnx.convert import LINEN_TO_NNX as LINEN_TO_NNX
+from flax_dense._src.nnx.convert import KerasFunctional as KerasFunctional
 from flax_dense._src.nnx.convert import KerasSequential as KerasSequential
 from flax_dense._src.nnx.convert import from_linen as from_linen
 from flax_dense._src.nnx.convert import to_linen as to_linen
@@ -60,6 +61,7 @@ __all__ = [
   'Flatten',
   'GlobalAveragePooling1D',
   'GlobalMaxPooling1D',
+  'KerasFunctional',
   'KerasSequential',
   'LINEN_TO_NNX',
   'Lambda',

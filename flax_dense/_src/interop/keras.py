@@ -11,6 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flax_dense._src.interop import keras_h5
+from flax_dense._src.interop.keras_graph import (
+  MASK_FLOWS,
+  MERGES,
+  KerasFunctional,
+  Node,
+  apply_steps,
+  freeze,
+  merge,
+)
 from flax_dense._src.linen.attention import AttentionDecoder
 from flax_dense._src.linen.core import (
   Activation,
@@ -37,8 +47,7 @@ from flax_dense._src.linen.pooling import (
 from flax_dense._src.linen.product import ConstProduct
 from flax_dense._src.linen.regularizers import ActivityRegularization
 from flax_dense._src.ops.activations import KERAS_ACTIVATIONS
-from flax_dense._src.ops.masking import compute_mask
-from flax_dense._src.variables import CONSTANTS
+from flax_dense._src.variables import CONSTANTS, Constant
 
 # ---------------------------------------------------------------------------
 # Raw weights, pure NumPy.
@@ -50,8 +59,8 @@ WEIGHT_KINDS: dict[str, tuple[str, str]] = {
   'dense2d': ('(positions, in_features, units)', 'PerPositionDense'),
   'einsum_dense': ('(positions, in_features, units)', 'PerPositionDense'),
   'locally_connected1d': (
-    '(positions, kernel_size * in_features, units) with kernel_size 1',
-    'PerPositionDense',
+    '(output_length, kernel_size * in_features, filters)',
+    'PerPositionDense (kernel_size 1) or LocallyConnected1D',
   ),
 }
 
@@ -71,7 +80,7 @@ def _weight_kind(kind: str) -> str:
 
 
 def keras_weights_to_params(
-  kind: str, weights: Sequence[Any]
+  kind: str, weights: Sequence[Any], *, kernel_size: int = 1
 ) -> dict[str, np.ndarray]:
   """The params of a flax_dense layer from one Keras layer's weights.
 
@@ -87,7 +96,10 @@ def keras_weights_to_params(
   ``'dense'``                 ``(D, K)``           ``flax.linen.Dense(K)``
   ``'einsum_dense'``          ``(P, D, K)``        ``PerPositionDense(K)``
   ``'dense2d'``               ``(P, D, K)``        ``PerPositionDense(K)``
-  ``'locally_connected1d'``   ``(P, 1 * D, K)``    ``PerPositionDense(K)``
+  ``'locally_connected1d'``   ``(P, k * D, K)``    ``PerPositionDense(K)``
+                                                   (``k = 1``) or
+                                                   ``LocallyConnected1D(K,
+                                                   k)``
   ==========================  ===================  ==========================
 
   ``'einsum_dense'`` is ``EinsumDense('abc,bcd->abd', bias_axes='bd')``;
@@ -95,8 +107,11 @@ def keras_weights_to_params(
   ``(P, D, units)``, bias ``(P, units)``); ``'locally_connected1d'`` the
   tf.keras ``LocallyConnected1D(units, kernel_size=1)`` of the default
   ``implementation=1``, whose kernel ``(output_length, kernel_size *
-  input_dim, filters)`` is then ``(P, D, units)``. The bias is ``(K,)`` for
-  ``'dense'`` and ``(P, K)`` for the others.
+  input_dim, filters)`` is ``(P, D, units)`` for ``kernel_size=1``; give
+  the layer's ``kernel_size`` for a larger window, whose kernel
+  :class:`LocallyConnected1D` takes as it is (other implementations'
+  layouts: ``flax_dense._src.interop.keras_h5.locally_connected1d_weights``).
+  The bias is ``(K,)`` for ``'dense'`` and ``(P, K)`` for the others.
 
   Example usage::
 
@@ -114,6 +129,8 @@ def keras_weights_to_params(
     kind: the Keras layer: ``'dense'``, ``'einsum_dense'``, ``'dense2d'`` or
       ``'locally_connected1d'``.
     weights: ``[kernel]`` or ``[kernel, bias]``, array-likes.
+    kernel_size: for ``'locally_connected1d'``, the layer's window, whose
+      multiple the kernel's middle axis must be.
 
   Returns:
     ``{'kernel': ..., 'bias': ...}`` (no ``'bias'`` for ``[kernel]``) as new
@@ -146,6 +163,20 @@ def keras_weights_to_params(
       f'{caller}: kernel must be {layout}, rank {kernel_rank}, got shape'
       f' {kernel.shape}.'
     )
+  if not isinstance(kernel_size, int) or isinstance(kernel_size, bool):
+    raise TypeError(
+      f'{caller}: kernel_size must be an int, got {kernel_size!r}.'
+    )
+  if kernel_size < 1 or (kind != 'locally_connected1d' and kernel_size != 1):
+    raise ValueError(
+      f'{caller}: kernel_size must be a positive int, and 1 unless kind is'
+      f" 'locally_connected1d', got {kernel_size}."
+    )
+  if kernel.shape[1] % kernel_size:
+    raise ValueError(
+      f'{caller}: the kernel of shape {kernel.shape} must be {layout}, but'
+      f' {kernel.shape[1]} is no multiple of kernel_size={kernel_size}.'
+    )
   params = {'kernel': kernel}
   if bias:
     bias_shape = kernel.shape[-1:] if kind == 'dense' else kernel.shape[::2]
@@ -160,9 +191,6 @@ def keras_weights_to_params(
 
 # ---------------------------------------------------------------------------
 # The imported model.
-
-#: What a layer of :class:`KerasSequential` does with the Keras mask.
-MASK_FLOWS = ('compute', 'propagate', 'consume', 'drop')
 
 
 def check_sequential(
@@ -212,33 +240,16 @@ def apply_sequential(
 ) -> Any:
   """Runs ``layers`` in order on ``inputs``, passing the Keras mask along.
 
-  Shared by the linen and NNX ``KerasSequential``: a ``'compute'`` layer
-  makes the mask from its inputs, ``'propagate'`` passes it on,
-  ``'consume'`` gets it as ``mask=`` and ends it, ``'drop'`` ends it.
-
-  Args:
-    layers: the layers, in order.
-    mask_flow: one of :data:`MASK_FLOWS` per layer, or ``None`` (no mask).
-    inputs: the first layer's inputs.
-    call: ``call(index, layer, inputs, kwargs)`` applies one layer, with
-      ``kwargs`` holding the mask for a consuming layer.
+  Shared by the linen and NNX ``KerasSequential``; see
+  :func:`~flax_dense._src.interop.keras_graph.apply_steps`.
 
   Returns:
     The last layer's outputs.
   """
-  flows = mask_flow or ('drop',) * len(layers)
-  mask = None
-  for index, (layer, flow) in enumerate(zip(layers, flows, strict=True)):
-    kwargs = {}
-    if flow == 'consume' and mask is not None:
-      kwargs['mask'] = mask
-    outputs = call(index, layer, inputs, kwargs)
-    if flow == 'compute':
-      mask = compute_mask(inputs, layer.mask_value)
-    elif flow != 'propagate':
-      mask = None
-    inputs = outputs
-  return inputs
+  outputs, _ = apply_steps(
+    layers, mask_flow, range(len(layers)), inputs, None, call
+  )
+  return outputs
 
 
 class KerasSequential(nn.Module):
@@ -283,6 +294,13 @@ class KerasSequential(nn.Module):
   names: Sequence[str] | None = None
   mask_flow: Sequence[str] | None = None
 
+  def __post_init__(self):
+    # A module must hash to be a static jit argument; clone() passes the
+    # tuples back in, which stay as they are.
+    for field in ('layers', 'names', 'mask_flow'):
+      object.__setattr__(self, field, freeze(getattr(self, field)))
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, inputs: Any, deterministic: bool = True) -> Any:
     """Applies the layers.
@@ -315,63 +333,115 @@ class KerasSequential(nn.Module):
 
 
 # ---------------------------------------------------------------------------
-# Keras layers to flax_dense modules.
+# Keras layers to flax_dense modules, from class name, config and weights.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+  """One Keras layer as both sources give it.
+
+  Attributes:
+    class_name: the Keras class name (``'Dense'``).
+    name: the layer's name.
+    config: ``layer.get_config()``, or the ``config`` of the file's
+      ``model_config`` entry.
+    weights: ``layer.get_weights()``, or the arrays the file holds.
+    source: where it comes from, for messages (``"model 'm'"``,
+      ``"file 'm.h5'"``).
+    keras_type: the class of a live layer, ``None`` for a file.
+  """
+
+  class_name: str
+  name: str
+  config: dict[str, Any]
+  weights: list[np.ndarray]
+  source: str
+  keras_type: type | None = None
+  input_shape: tuple[int, ...] | None = None
+
+  def describe(self) -> str:
+    return f"{self.class_name} layer '{self.name}' of {self.source}"
 
 
 @dataclasses.dataclass(frozen=True)
 class _Step:
-  """One layer of the imported model and its weights."""
+  """One module of the imported model and its weights."""
 
   name: str
   module: nn.Module
   mask_flow: str
-  params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-
-
-def _describe(layer: Any) -> str:
-  return f"{type(layer).__name__} layer '{layer.name}'"
-
-
-def _activation_name(layer: Any, activation: Any) -> str:
-  """Our name of a Keras activation, checked against the ones we know."""
-  if isinstance(activation, str) and activation.lower() in KERAS_ACTIVATIONS:
-    return activation.lower()
-  raise ValueError(
-    f'from_keras: {_describe(layer)} has activation {activation!r}, which'
-    ' flax_dense does not know; expected one of'
-    f' {", ".join(sorted(KERAS_ACTIVATIONS))}.'
+  variables: dict[str, dict[str, np.ndarray]] = dataclasses.field(
+    default_factory=dict
   )
 
 
-def _check_plain_weights(layer: Any) -> None:
-  """Rejects the weight variants whose ``get_weights()`` we cannot read."""
-  if getattr(layer, 'lora_enabled', False) or getattr(
-    layer, 'quantization_mode', None
-  ):
-    raise ValueError(
-      f'from_keras: {_describe(layer)} uses LoRA or quantization, whose'
-      ' weights are not a plain kernel and bias; import the model before'
-      ' enabling them.'
+def _error(layer: _Layer, message: str) -> ValueError:
+  return ValueError(f'from_keras: {layer.describe()} {message}')
+
+
+def _activation_name(layer: _Layer, activation: Any) -> str:
+  """Our name of a Keras activation, checked against the ones we know."""
+  if activation is None:
+    return 'linear'
+  if isinstance(activation, str) and activation.lower() in KERAS_ACTIVATIONS:
+    return activation.lower()
+  raise _error(
+    layer,
+    f'has activation {activation!r}, which flax_dense does not know;'
+    f' expected one of {", ".join(sorted(KERAS_ACTIVATIONS))}.',
+  )
+
+
+def _dtypes(config: dict[str, Any]) -> dict[str, str]:
+  """``dtype`` and ``param_dtype`` of a Keras 2 or 3 ``dtype`` config."""
+  dtype = config.get('dtype')
+  if isinstance(dtype, dict):
+    dtype = dtype.get('config', {}).get('name')
+  if not isinstance(dtype, str):
+    return {}
+  if dtype.startswith('mixed_'):
+    return {'dtype': dtype.removeprefix('mixed_'), 'param_dtype': 'float32'}
+  return {'dtype': dtype, 'param_dtype': dtype}
+
+
+def _params(layer: _Layer, kind: str, **options: Any) -> dict[str, Any]:
+  try:
+    return keras_weights_to_params(kind, layer.weights, **options)
+  except ValueError as error:
+    raise _error(layer, f'has weights that do not fit: {error}') from None
+
+
+def _check_units(layer: _Layer, params: dict, units: int, field: str):
+  if params['kernel'].shape[-1] != units:
+    raise _error(
+      layer,
+      f'has {field}={units} in its config but a kernel of shape'
+      f' {params["kernel"].shape}.',
     )
 
 
-def _dtypes(layer: Any) -> dict[str, str]:
-  return {'dtype': layer.compute_dtype, 'param_dtype': layer.variable_dtype}
-
-
-def _dense(layer: Any) -> list[_Step]:
-  config = layer.get_config()
-  _check_plain_weights(layer)
-  params = keras_weights_to_params('dense', layer.get_weights())
-  dense = nn.Dense(
-    config['units'], use_bias=config['use_bias'], **_dtypes(layer)
-  )
-  steps = [_Step(layer.name, dense, 'propagate', params)]
-  activation = _activation_name(layer, config['activation'])
-  if activation != 'linear':
-    name = f'{layer.name}_activation'
-    steps.append(_Step(name, Activation(activation), 'propagate'))
+def _with_activation(
+  layer: _Layer, steps: list[_Step], activation: Any
+) -> list[_Step]:
+  name = _activation_name(layer, activation)
+  if name != 'linear':
+    module = Activation(name)
+    steps.append(_Step(f'{layer.name}_activation', module, 'propagate'))
   return steps
+
+
+def _dense(layer: _Layer) -> list[_Step]:
+  config = layer.config
+  params = _params(layer, 'dense')
+  _check_units(layer, params, config['units'], 'units')
+  use_bias = config.get('use_bias', True)
+  if use_bias != ('bias' in params):
+    raise _error(
+      layer, f'has use_bias={use_bias} but {len(layer.weights)} weights.'
+    )
+  dense = nn.Dense(config['units'], use_bias=use_bias, **_dtypes(config))
+  step = _Step(layer.name, dense, 'propagate', {'params': params})
+  return _with_activation(layer, [step], config.get('activation'))
 
 
 def _canonical_equation(equation: str) -> str:
@@ -383,27 +453,124 @@ def _canonical_equation(equation: str) -> str:
   return ''.join(letters.get(char, char) for char in equation)
 
 
-def _einsum_dense(layer: Any) -> list[_Step]:
-  config = layer.get_config()
-  _check_plain_weights(layer)
+def _einsum_dense(layer: _Layer) -> list[_Step]:
+  config = layer.config
   equation = config['equation'].replace(' ', '')
-  bias_axes = config['bias_axes']
+  bias_axes = config.get('bias_axes')
   # Renaming the equation's letters renames the bias axes alike.
   canonical = _canonical_equation(f'{equation}|{bias_axes or ""}')
   if canonical not in ('abc,bcd->abd|', 'abc,bcd->abd|bd'):
-    raise ValueError(
-      f'from_keras: {_describe(layer)} has equation {equation!r} with'
-      f' bias_axes {bias_axes!r}; flax_dense imports the per-position form'
-      " 'abc,bcd->abd' with bias_axes 'bd' or None (PerPositionDense)."
+    raise _error(
+      layer,
+      f'has equation {equation!r} with bias_axes {bias_axes!r}; flax_dense'
+      " imports the per-position form 'abc,bcd->abd' with bias_axes 'bd' or"
+      ' None (PerPositionDense).',
     )
-  params = keras_weights_to_params('einsum_dense', layer.get_weights())
+  params = _params(layer, 'einsum_dense')
   module = PerPositionDense(
     params['kernel'].shape[-1],
     use_bias='bias' in params,
-    activation=_activation_name(layer, config['activation']),
-    **_dtypes(layer),
+    activation=_activation_name(layer, config.get('activation')),
+    **_dtypes(config),
   )
-  return [_Step(layer.name, module, 'drop', params)]
+  return [_Step(layer.name, module, 'drop', {'params': params})]
+
+
+def _single(layer: _Layer, field: str, default: Any = None) -> int:
+  value = layer.config.get(field, default)
+  if isinstance(value, list | tuple) and len(value) == 1:
+    value = value[0]
+  if not isinstance(value, int) or isinstance(value, bool):
+    raise _error(layer, f'has {field}={value!r}; expected an int.')
+  return value
+
+
+def _locally_connected_1d(layer: _Layer) -> list[_Step]:
+  """tf.keras's ``LocallyConnected1D``, any ``implementation``.
+
+  ``kernel_size=1, strides=1`` (channels-last) is a :class:`PerPositionDense`,
+  anything else a :class:`LocallyConnected1D`, both in implementation 1's
+  layout (``keras_h5.locally_connected1d_weights``).
+  """
+  config = layer.config
+  if config.get('padding', 'valid') != 'valid':
+    raise _error(
+      layer,
+      f'has padding={config.get("padding")!r}; Keras 2 builds'
+      " LocallyConnected1D with padding='valid' only.",
+    )
+  kernel_size = _single(layer, 'kernel_size')
+  strides = _single(layer, 'strides', 1)
+  data_format = config.get('data_format') or 'channels_last'
+  implementation = config.get('implementation', 1)
+  try:
+    shape = layer.input_shape
+    if shape is not None and len(shape) == 2:
+      config = {**config, 'batch_input_shape': [None, *shape]}
+    input_length, in_features = keras_h5._locally_connected_1d_input(
+      config, layer.weights, kernel_size, strides
+    )
+    weights = keras_h5.locally_connected1d_weights(
+      layer.weights,
+      implementation,
+      input_length,
+      in_features,
+      kernel_size,
+      strides,
+      config['filters'],
+      data_format,
+    )
+  except (ValueError, IndexError) as error:
+    raise _error(
+      layer,
+      f'(implementation={implementation}) has weights of shapes'
+      f' {[tuple(w.shape) for w in layer.weights]} that do not fit its'
+      f' config: {error}',
+    ) from None
+  params = _params(
+    dataclasses.replace(layer, weights=weights),
+    'locally_connected1d',
+    kernel_size=kernel_size,
+  )
+  activation = _activation_name(layer, config.get('activation'))
+  options = dict(
+    use_bias='bias' in params, activation=activation, **_dtypes(config)
+  )
+  if kernel_size == 1 and strides == 1 and data_format == 'channels_last':
+    module = PerPositionDense(config['filters'], **options)
+  else:
+    module = LocallyConnected1D(
+      config['filters'],
+      kernel_size,
+      strides=strides,
+      data_format=data_format,
+      **options,
+    )
+  return [_Step(layer.name, module, 'drop', {'params': params})]
+
+
+def _time_distributed(layer: _Layer) -> list[_Step]:
+  """``TimeDistributed(Dense)``: a Dense acts on the last axis anyway."""
+  inner = layer.config.get('layer')
+  if not isinstance(inner, dict) or inner.get('class_name') != 'Dense':
+    class_name = inner.get('class_name') if isinstance(inner, dict) else inner
+    raise _error(
+      layer,
+      f'wraps {class_name!r}; flax_dense imports TimeDistributed(Dense).',
+    )
+  wrapped = dataclasses.replace(
+    layer, class_name='Dense', config=inner.get('config', {})
+  )
+  steps = _dense(wrapped)
+  # Named after the wrapper, which holds the weights in Keras.
+  return [
+    dataclasses.replace(
+      step, name=step.name.replace(wrapped.name, layer.name, 1)
+    )
+    if step.name.startswith(wrapped.name)
+    else step
+    for step in steps
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -413,105 +580,125 @@ class _Converter:
   Attributes:
     makes: the module types its steps can hold (the registry test reads
       them: a public layer must be made by some converter, or be listed in
-      :data:`NOT_IMPORTED`).
-    convert: the Keras layer to its steps.
+      :data:`NOT_IMPORTED`); also the "becomes" column of the table in
+      docs/keras_import.md.
+    convert: the layer to its steps.
+    becomes: what it becomes, in words, for the table.
   """
 
   makes: tuple[type[nn.Module], ...]
-  convert: Callable[[Any], list[_Step]]
+  convert: Callable[[_Layer], list[_Step]]
+  becomes: str = ''
 
 
 def _weightless(
   module_type: type[nn.Module],
   mask_flow: str,
-  arguments: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
+  arguments: Callable[[_Layer], dict[str, Any]] | None = None,
 ) -> _Converter:
   """The converter of a Keras layer without weights: one ``module_type``.
 
   Args:
     module_type: the flax_dense layer.
     mask_flow: what it does with the mask.
-    arguments: ``arguments(layer, config)``, the module's keyword arguments;
+    arguments: ``arguments(layer)``, the module's keyword arguments;
       default: each of its fields that the Keras config holds under the
       same name and not as ``None``, lists as tuples (a module must hash).
   """
 
-  def fields_from_config(layer: Any, config: dict[str, Any]) -> dict[str, Any]:
-    del layer
+  def fields_from_config(layer: _Layer) -> dict[str, Any]:
     return {
-      field.name: tuple(value) if isinstance(value, list) else value
+      field.name: freeze(value)
       for field in dataclasses.fields(module_type)
       if field.init
       and field.name not in ('parent', 'name')
-      and (value := config.get(field.name)) is not None
+      and (value := layer.config.get(field.name)) is not None
     }
 
   arguments = arguments or fields_from_config
 
-  def convert(layer: Any) -> list[_Step]:
-    module = module_type(**arguments(layer, layer.get_config()))
+  def convert(layer: _Layer) -> list[_Step]:
+    module = module_type(**arguments(layer))
     return [_Step(layer.name, module, mask_flow)]
 
-  return _Converter((module_type,), convert)
+  return _Converter((module_type,), convert, f'``{module_type.__name__}``')
 
 
-def _no_step(layer: Any) -> list[_Step]:
+def _no_step(layer: _Layer) -> list[_Step]:
+  del layer
   return []
 
 
-def _converters(keras: Any) -> dict[type, _Converter]:
-  """For each covered Keras layer class, its conversion to steps."""
-  layers = keras.layers
-  return {
-    layers.Activation: _weightless(
-      Activation,
-      'propagate',
-      lambda layer, config: {
-        'activation': _activation_name(layer, config['activation'])
-      },
-    ),
-    # Its penalty is added as any layer's activity_regularizer, in _convert.
-    layers.ActivityRegularization: _Converter(
-      (ActivityRegularization,), _no_step
-    ),
-    layers.Dense: _Converter((nn.Dense, Activation), _dense),
-    layers.Dropout: _weightless(Dropout, 'propagate'),
-    layers.EinsumDense: _Converter((PerPositionDense,), _einsum_dense),
-    layers.Flatten: _weightless(Flatten, 'drop'),
-    layers.GlobalAveragePooling1D: _weightless(
-      GlobalAveragePooling1D, 'consume'
-    ),
-    layers.InputLayer: _Converter((), _no_step),
-    layers.Masking: _weightless(Masking, 'compute'),
-    layers.Permute: _weightless(Permute, 'drop'),
-    layers.RepeatVector: _weightless(RepeatVector, 'drop'),
-    layers.Reshape: _weightless(Reshape, 'drop'),
-    # SpatialDropout1D has no data_format in Keras: always channels-last.
-    layers.SpatialDropout1D: _weightless(SpatialDropout1D, 'propagate'),
-    layers.SpatialDropout2D: _weightless(SpatialDropout2D, 'propagate'),
-    layers.SpatialDropout3D: _weightless(SpatialDropout3D, 'propagate'),
-  }
+def _merge_converter(class_name: str) -> _Converter:
+  return _Converter((), _no_step, 'a merge node of ``KerasFunctional``')
 
 
-#: The public layers no Keras layer is imported as, and why. The registry
+#: Every Keras layer class :func:`from_keras` covers, by class name, and its
+#: converter. Live models and ``.h5`` files share them.
+CONVERTERS: dict[str, _Converter] = {
+  'Activation': _weightless(
+    Activation,
+    'propagate',
+    lambda layer: {
+      'activation': _activation_name(layer, layer.config['activation'])
+    },
+  ),
+  # Its penalty is added as any layer's activity_regularizer, in _convert.
+  'ActivityRegularization': _Converter(
+    (ActivityRegularization,), _no_step, '``ActivityRegularization``'
+  ),
+  'Dense': _Converter(
+    (nn.Dense, Activation),
+    _dense,
+    '``flax.linen.Dense`` (any input rank), then ``Activation``',
+  ),
+  'Dropout': _weightless(Dropout, 'propagate'),
+  'EinsumDense': _Converter(
+    (PerPositionDense,),
+    _einsum_dense,
+    "``PerPositionDense`` (equation ``'abc,bcd->abd'``)",
+  ),
+  'Flatten': _weightless(Flatten, 'drop'),
+  'GlobalAveragePooling1D': _weightless(GlobalAveragePooling1D, 'consume'),
+  # Keras 3's GlobalMaxPooling1D takes no mask: the max of every step.
+  'GlobalMaxPooling1D': _weightless(GlobalMaxPooling1D, 'drop'),
+  'InputLayer': _Converter((), _no_step, 'an input of the model'),
+  'LocallyConnected1D': _Converter(
+    (PerPositionDense, LocallyConnected1D),
+    _locally_connected_1d,
+    '``PerPositionDense`` (``kernel_size=1, strides=1``), else'
+    ' ``LocallyConnected1D`` (tf.keras 2 ``.h5`` files)',
+  ),
+  'Masking': _weightless(Masking, 'compute'),
+  'Permute': _weightless(Permute, 'drop'),
+  'RepeatVector': _weightless(RepeatVector, 'drop'),
+  'Reshape': _weightless(Reshape, 'drop'),
+  # SpatialDropout1D has no data_format in Keras: always channels-last.
+  'SpatialDropout1D': _weightless(SpatialDropout1D, 'propagate'),
+  'SpatialDropout2D': _weightless(SpatialDropout2D, 'propagate'),
+  'SpatialDropout3D': _weightless(SpatialDropout3D, 'propagate'),
+  'TimeDistributed': _Converter(
+    (nn.Dense, Activation),
+    _time_distributed,
+    '``TimeDistributed(Dense)``: ``flax.linen.Dense``, then ``Activation``',
+  ),
+  **{name: _merge_converter(name) for name in MERGES},
+}
+
+#: The converters of :func:`register_keras_layer`, by Keras class name.
+_REGISTERED: dict[str, _Converter] = {}
+
+#: The public layers no built-in converter makes, and why. The registry
 #: test fails for a public layer that is neither made by a converter of
-#: :func:`_converters` nor listed here.
+#: :data:`CONVERTERS` nor listed here.
 NOT_IMPORTED: dict[type[nn.Module], str] = {
   AttentionDecoder: (
     'a custom layer of a Keras tutorial, not a keras.layers class: import'
     ' its weights by name, which it keeps'
   ),
   ConstProduct: (
-    'a custom layer of a Keras tutorial, not a keras.layers class: pass its'
-    ' weights as weights='
-  ),
-  GlobalMaxPooling1D: (
-    "not yet: Keras's layer ignores the mask, which ours honours, so its"
-    " import needs mask_flow 'drop' and a test against Keras first"
-  ),
-  LocallyConnected1D: (
-    'Keras 3 has no LocallyConnected1D (Keras 2 had): read tf.keras files'
-    ' holding one with the HDF5 reader of flax_dense._src.interop.keras_h5'
+    'a custom layer of a Keras tutorial, not a keras.layers class: register'
+    ' a converter (examples/keras_custom_layers.py has one)'
   ),
   Lambda: (
     "a Keras Lambda holds Python code for Keras's backend, not a JAX"
@@ -519,31 +706,170 @@ NOT_IMPORTED: dict[type[nn.Module], str] = {
   ),
   MultiIODense: (
     'a custom layer of a Keras tutorial (MyLayer), not a keras.layers'
-    ' class; two inputs do not fit a single chain either'
+    ' class: register a converter (examples/keras_custom_layers.py has one)'
   ),
 }
 
 
-def _activity_regularization(keras: Any, layer: Any) -> nn.Module | None:
+def _registered_converter(converter: Callable[..., Any]) -> _Converter:
+  """A user's ``converter(class_name, config, weights)`` as a _Converter."""
+
+  def convert(layer: _Layer) -> list[_Step]:
+    result = converter(layer.class_name, dict(layer.config), layer.weights)
+    module, variables = result if isinstance(result, tuple) else (result, {})
+    if not isinstance(module, nn.Module) or not isinstance(variables, dict):
+      raise TypeError(
+        f'from_keras: the converter registered for {layer.describe()} must'
+        ' return a linen module, or (module, variables) with variables a'
+        " dict such as {'params': {'kernel': ...}}; got"
+        f' {type(result).__name__}.'
+      )
+    unknown = set(variables) - {'params', CONSTANTS}
+    if unknown:
+      raise ValueError(
+        f'from_keras: the converter registered for {layer.describe()}'
+        f" returned variables in {sorted(unknown)}; expected 'params' or"
+        f' {CONSTANTS!r}.'
+      )
+    return [_Step(layer.name, module, 'drop', variables)]
+
+  return _Converter((), convert, 'registered')
+
+
+def register_keras_layer(
+  keras_class_or_class_name: type | str,
+  converter: Callable[
+    [str, dict[str, Any], list[np.ndarray]],
+    nn.Module | tuple[nn.Module, dict[str, Any]],
+  ],
+) -> None:
+  """Teaches :func:`from_keras` a Keras layer class of your own.
+
+  ``converter(class_name, config, weights)`` receives the layer's Keras
+  class name (``str``), its config (``dict``: what ``layer.get_config()``
+  returns, or the layer's ``config`` in an ``.h5`` file's
+  ``model_config``; includes ``'name'``) and its weights (``list`` of NumPy
+  arrays, the order of ``layer.get_weights()``). It returns the linen
+  module the layer becomes, or ``(module, variables)`` when the layer has
+  weights, with ``variables`` such as ``{'params': {'kernel': ...}}`` (or
+  ``{'constants': ...}`` for frozen weights). The module is named as the
+  Keras layer, takes the layer's inputs as positional arguments (several
+  for a layer called on a list) and returns its outputs (a tuple for
+  several); the Keras mask ends at it. Live models and ``.h5`` files call
+  the same converter. Registering a name again replaces its converter.
+
+  Example usage::
+
+    >>> import flax_dense as fd, numpy as np
+    >>> def convert(class_name, config, weights):
+    ...   return fd.ConstProduct(weights=weights[0]), {
+    ...       'constants': {'kernel': weights[0]}}
+    >>> fd.register_keras_layer('MyConstProduct', convert)
+    >>> module, variables = convert('MyConstProduct', {}, [np.ones(3)])
+    >>> module.apply(variables, np.full((1, 3), 2.0))
+    Array([[8.]], dtype=float32)
+
+  Args:
+    keras_class_or_class_name: the Keras layer class, or its class name as
+      configs spell it (``'MyLayer'``; ``'package>MyLayer'`` for one
+      registered with ``keras.saving.register_keras_serializable`` works
+      too).
+    converter: the function above.
+
+  Raises:
+    TypeError: if ``keras_class_or_class_name`` is neither a class nor a
+      string, or ``converter`` is not callable.
+    ValueError: for an empty name, or the name of a layer flax_dense
+      covers itself.
+  """
+  if isinstance(keras_class_or_class_name, type):
+    class_name = keras_class_or_class_name.__name__
+  elif isinstance(keras_class_or_class_name, str):
+    class_name = keras_class_or_class_name.rpartition('>')[2]
+  else:
+    raise TypeError(
+      'register_keras_layer: keras_class_or_class_name must be a Keras layer'
+      f' class or its class name, got {keras_class_or_class_name!r}.'
+    )
+  if not callable(converter):
+    raise TypeError(
+      'register_keras_layer: converter must be a function (class_name,'
+      f' config, weights) -> module or (module, variables), got {converter!r}.'
+    )
+  if not class_name:
+    raise ValueError('register_keras_layer: the class name is empty.')
+  if class_name in CONVERTERS:
+    raise ValueError(
+      f'register_keras_layer: {class_name} is a Keras layer flax_dense'
+      ' imports itself; give your layer class a name of its own.'
+    )
+  _REGISTERED[class_name] = _registered_converter(converter)
+
+
+def _regularization(layer: _Layer) -> nn.Module | None:
   """The layer's Keras ``activity_regularizer`` as a flax_dense layer."""
-  regularizer = layer.activity_regularizer
+  config = layer.config
+  if layer.class_name == 'ActivityRegularization':
+    regularizer = {'class_name': 'L1L2', 'config': config}
+  else:
+    regularizer = config.get('activity_regularizer')
   if regularizer is None:
     return None
-  known = (
-    keras.regularizers.L1,
-    keras.regularizers.L2,
-    keras.regularizers.L1L2,
-  )
-  if type(regularizer) not in known:
-    raise ValueError(
-      f'from_keras: {_describe(layer)} has activity_regularizer'
-      f' {regularizer!r}; flax_dense imports L1, L2 and L1L2 (as'
-      ' ActivityRegularization).'
+  if (
+    not isinstance(regularizer, dict)
+    or regularizer.get('class_name') not in ('L1', 'L2', 'L1L2')
+    or (regularizer.get('module') or 'keras.regularizers').split('.')[-1]
+    != 'regularizers'
+  ):
+    raise _error(
+      layer,
+      f'has activity_regularizer {regularizer!r}; flax_dense imports L1, L2'
+      ' and L1L2 (as ActivityRegularization).',
     )
+  options = regularizer.get('config') or {}
   return ActivityRegularization(
-    float(getattr(regularizer, 'l1', 0.0)),
-    float(getattr(regularizer, 'l2', 0.0)),
+    float(options.get('l1') or 0.0), float(options.get('l2') or 0.0)
   )
+
+
+def _converter(layer: _Layer) -> _Converter:
+  converter = _REGISTERED.get(layer.class_name) or CONVERTERS.get(
+    layer.class_name
+  )
+  if converter is None or (
+    layer.keras_type is not None
+    and layer.class_name not in _REGISTERED
+    and not layer.keras_type.__module__.startswith('keras')
+  ):
+    covered = ', '.join(sorted(CONVERTERS))
+    raise ValueError(
+      f'from_keras: {layer.describe()} is not covered; flax_dense imports'
+      f' {covered} (docs/keras_import.md). For a layer of your own,'
+      f" register a converter: fd.register_keras_layer('{layer.class_name}',"
+      ' converter); or rebuild that part of the model in Flax.'
+    )
+  return converter
+
+
+def _convert(layer: _Layer, trainable: bool) -> list[_Step]:
+  """The steps of one Keras layer, frozen ones wrapped to use constants."""
+  steps = _converter(layer).convert(layer)
+  regularization = _regularization(layer)
+  if regularization is not None:
+    name = f'{layer.name}_activity_regularizer' if steps else layer.name
+    steps.append(_Step(name, regularization, 'propagate'))
+  if trainable:
+    return steps
+  return [
+    dataclasses.replace(
+      step,
+      module=frozen(step.module),
+      variables={CONSTANTS: step.variables['params']},
+    )
+    if 'params' in step.variables
+    else step
+    for step in steps
+  ]
 
 
 def _swap_params_and_constants(variables: dict) -> dict:
@@ -575,34 +901,363 @@ def frozen(module: nn.Module) -> nn.Module:
   return frozen_type(**fields)
 
 
-def _convert(
-  keras: Any, converters: dict, layer: Any
-) -> tuple[list[_Step], bool]:
-  """The steps of one Keras layer, and whether its weights train."""
-  converter = converters.get(type(layer))
-  if converter is None:
-    covered = ', '.join(sorted(kind.__name__ for kind in converters))
-    raise ValueError(
-      f'from_keras: {_describe(layer)} is not covered; flax_dense imports'
-      f' {covered}. Rebuild that part of the model in Flax, or import its'
-      ' weights with keras_weights_to_params.'
-    )
-  steps = converter.convert(layer)
-  regularization = _activity_regularization(keras, layer)
-  if regularization is not None:
-    name = f'{layer.name}_activity_regularizer' if steps else layer.name
-    steps.append(_Step(name, regularization, 'propagate'))
-  trainable = {w.trainable for w in layer.weights}
-  if len(trainable) > 1:
-    raise ValueError(
-      f'from_keras: {_describe(layer)} mixes trainable and non-trainable'
-      ' weights, which no covered layer does.'
-    )
-  return steps, trainable != {False}
+# ---------------------------------------------------------------------------
+# A model's config to a graph of steps.
 
 
-def _chain(keras: Any, model: Any) -> list[Any]:
-  """The layers of ``model`` in order, checked to form a single chain."""
+def _tensors(value: Any) -> list[tuple[str, int, int]]:
+  """The ``(layer, node, tensor)`` references in a Keras 3 call's args."""
+  if isinstance(value, dict):
+    if value.get('class_name') == '__keras_tensor__':
+      layer, node, tensor = value['config']['keras_history']
+      return [(layer, node, tensor)]
+    return [ref for item in value.values() for ref in _tensors(item)]
+  if isinstance(value, list | tuple):
+    return [ref for item in value for ref in _tensors(item)]
+  return []
+
+
+def _inbound(node: Any) -> list[tuple[str, int, int]]:
+  """A node's input references, Keras 2 (lists) or Keras 3 (args) spelling.
+
+  Keras 3 writes ``{'args': [...], 'kwargs': {...}}`` with tensors as
+  ``{'class_name': '__keras_tensor__', 'config': {'keras_history': [layer,
+  node, tensor]}}``; its ``mask`` keyword is Keras's own mask, which the
+  graph recomputes. Keras 2 writes ``[[layer, node, tensor, kwargs],
+  ...]``.
+  """
+  if isinstance(node, dict):
+    kwargs = {k: v for k, v in node.get('kwargs', {}).items() if k != 'mask'}
+    refs = _tensors(node.get('args', []))
+    if _tensors(kwargs):
+      raise ValueError('takes tensors as keyword arguments')
+    return refs
+  return [(ref[0], ref[1], ref[2]) for ref in node]
+
+
+def _endpoints(value: Any) -> tuple[list[tuple[str, int, int]], bool]:
+  """``input_layers`` / ``output_layers``: references, and whether single."""
+  if isinstance(value, list) and value and isinstance(value[0], str):
+    return [tuple(value)], True
+  if isinstance(value, dict):
+    refs = _tensors(value)
+    return refs, False
+  return [tuple(ref) for ref in value], False
+
+
+@dataclasses.dataclass
+class _Model:
+  """What :func:`from_keras` reads from either source."""
+
+  name: str
+  class_name: str
+  config: dict[str, Any]
+  layers: dict[str, _Layer]
+  trainable: dict[str, bool]
+  source: str
+  keras3: bool
+
+
+def _input_shape(config: dict[str, Any]) -> tuple[int, ...] | None:
+  """The per-example shape an InputLayer (or first layer) config gives."""
+  shape = config.get('batch_shape') or config.get('batch_input_shape')
+  if not shape or any(size is None for size in shape[1:]):
+    return None
+  return tuple(shape[1:])
+
+
+def _abstract(shape: tuple[int, ...] | None) -> Any:
+  """An abstract batch of one of ``shape``, or ``None`` when unknown."""
+  if shape is None:
+    return None
+  return jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+
+
+def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
+  """The linen module of ``model`` and its variables.
+
+  Shapes are followed along the graph (abstractly, with ``jax.eval_shape``)
+  where the inputs' are known, since a ``LocallyConnected1D``'s weights do
+  not always tell its input's.
+  """
+  steps_of: dict[str, tuple[int, ...]] = {}
+  modules, names, flows = [], [], []
+  variables: dict[str, dict[str, Any]] = {}
+
+  def steps(layer_name: str, given: list[Any]) -> tuple[int, ...]:
+    if layer_name not in steps_of:
+      layer = model.layers[layer_name]
+      if len(given) == 1 and given[0] is not None:
+        layer = dataclasses.replace(
+          layer, input_shape=tuple(given[0].shape[1:])
+        )
+      indices = []
+      for step in _convert(layer, model.trainable[layer_name]):
+        if step.name in names:
+          raise ValueError(
+            f'from_keras: two layers of {model.source} would be named'
+            f" '{step.name}'; rename the Keras layer of that name."
+          )
+        for collection, tree in step.variables.items():
+          variables.setdefault(collection, {})[step.name] = tree
+        indices.append(len(modules))
+        modules.append(step.module)
+        names.append(step.name)
+        flows.append(step.mask_flow)
+      steps_of[layer_name] = tuple(indices)
+    return steps_of[layer_name]
+
+  def shapes_after(layer_name: str, indices, given: list[Any]) -> Any:
+    """The abstract outputs of the steps, or ``None`` when unknown."""
+    if any(x is None for x in given):
+      return None
+
+    def call(index, module, inputs, kwargs):
+      if getattr(module, 'deterministic', False) is None:
+        kwargs['deterministic'] = True
+      own = {
+        c: tree[names[index]]
+        for c, tree in variables.items()
+        if names[index] in tree
+      }
+      inputs = inputs if isinstance(inputs, list) else [inputs]
+      return module.apply(own, *inputs, **kwargs)
+
+    def run(*inputs):
+      outputs, _ = apply_steps(
+        modules,
+        None,
+        indices,
+        inputs[0] if len(inputs) == 1 else list(inputs),
+        None,
+        call,
+      )
+      return outputs
+
+    try:
+      return jax.eval_shape(run, *given)
+    except Exception as error:  # noqa: BLE001 - any layer's own error
+      raise ValueError(
+        f'from_keras: {model.layers[layer_name].describe()} cannot take'
+        f' inputs of shapes {[tuple(x.shape[1:]) for x in given]} (per'
+        f' example): {error}'
+      ) from None
+
+  config = model.config
+  if model.class_name == 'Sequential':
+    order = [
+      name
+      for name in model.layers
+      if model.layers[name].class_name != 'InputLayer'
+    ]
+    entries = list(model.layers.values())
+    current = _abstract(
+      _input_shape(entries[0].config) if entries else None
+    ) or _abstract(
+      _input_shape({'batch_shape': config.get('build_input_shape')})
+    )
+    for name in order:
+      _check_no_merge(model, name)
+      indices = steps(name, [current])
+      current = shapes_after(name, indices, [current])
+    module = KerasSequential(tuple(modules), tuple(names), tuple(flows))
+    return module, variables
+  # A functional graph: nodes resolved once their inputs are.
+  try:
+    inputs, _ = _endpoints(config['input_layers'])
+    outputs, single = _endpoints(config['output_layers'])
+    pending = [
+      (entry['name'], index, _inbound(node))
+      for entry in config['layers']
+      for index, node in enumerate(entry.get('inbound_nodes', []))
+      if entry.get('class_name') != 'InputLayer'
+    ]
+  except (KeyError, TypeError, ValueError, IndexError) as error:
+    raise ValueError(
+      f'from_keras: the functional config of {model.source} is not one'
+      f' Keras writes ({type(error).__name__}: {error}).'
+    ) from None
+  # Only the calls the outputs need: Keras 3 also records the ops that make
+  # masks (NotEqual, Any), which feed mask= keywords only.
+  calls = {(name, index): refs for name, index, refs in pending}
+  needed, todo = set(), [ref[:2] for ref in outputs]
+  while todo:
+    call = todo.pop()
+    if call in calls and call not in needed:
+      needed.add(call)
+      todo += [ref[:2] for ref in calls[call]]
+  pending = [entry for entry in pending if entry[:2] in needed]
+  if not model.keras3 and len(outputs) == 1:
+    single = True  # tf.keras returns the one output itself
+  tensor_of = {
+    (name, node, tensor): i for i, (name, node, tensor) in enumerate(inputs)
+  }
+  count = len(inputs)
+  shapes = [
+    _abstract(_input_shape(model.layers[name].config)) for name, _, _ in inputs
+  ]
+  nodes = []
+  while pending:
+    ready = [
+      entry for entry in pending if all(ref in tensor_of for ref in entry[2])
+    ]
+    if not ready:
+      name, _, refs = pending[0]
+      missing = [ref for ref in refs if ref not in tensor_of]
+      raise ValueError(
+        f"from_keras: layer '{name}' of {model.source} takes"
+        f' {missing}, which no input or layer of the model makes.'
+      )
+    for entry in ready:
+      pending.remove(entry)
+      name, node_index, refs = entry
+      layer = model.layers[name]
+      uses = [
+        ref[2]
+        for ref in [r for e in pending for r in e[2]] + outputs
+        if ref[:2] == (name, node_index)
+      ]
+      made = max([0, *uses]) + 1
+      node_inputs = tuple(tensor_of[ref] for ref in refs)
+      given = [shapes[t] for t in node_inputs]
+      if layer.class_name in MERGES:
+        nodes.append(
+          Node(
+            node_inputs,
+            merge=layer.class_name,
+            options=_merge(layer, model.keras3),
+          )
+        )
+        options = dict(nodes[-1].options)
+        made_shapes = (
+          [
+            jax.eval_shape(
+              lambda *x, o=options, k=layer.class_name: merge(k, o, x),
+              *given,
+            )
+          ]
+          if None not in given
+          else [None]
+        )
+      else:
+        indices = steps(name, given)
+        nodes.append(Node(node_inputs, made, indices))
+        out = shapes_after(name, indices, given)
+        made_shapes = (
+          ([out] if not isinstance(out, list | tuple) else list(out))
+          if out is not None
+          else [None] * made
+        )
+      shapes += (made_shapes + [None] * made)[:made]
+      for tensor in range(made):
+        tensor_of[(name, node_index, tensor)] = count + tensor
+      count += made
+  missing = [ref for ref in outputs if ref not in tensor_of]
+  if missing:
+    raise ValueError(
+      f'from_keras: the outputs {missing} of {model.source} are made by no'
+      ' layer of the model.'
+    )
+  output_ids = tuple(tensor_of[ref] for ref in outputs)
+  chain = (
+    len(inputs) == 1
+    and single
+    and all(
+      n.inputs == (k,) and n.outputs == 1 and not n.merge
+      for k, n in enumerate(nodes)
+    )
+    and output_ids == (count - 1,)
+    and len({n.steps for n in nodes}) == len(nodes)
+  )
+  if chain:
+    module = KerasSequential(tuple(modules), tuple(names), tuple(flows))
+  else:
+    module = KerasFunctional(
+      tuple(modules),
+      tuple(names),
+      tuple(flows),
+      tuple(nodes),
+      len(inputs),
+      output_ids,
+      single,
+    )
+  return module, variables
+
+
+def _check_no_merge(model: _Model, name: str) -> None:
+  if model.layers[name].class_name in MERGES:
+    raise ValueError(
+      f'from_keras: {model.layers[name].describe()} is a merge layer in a'
+      ' Sequential model, which passes it a single tensor.'
+    )
+
+
+def _merge(layer: _Layer, keras3: bool) -> tuple[tuple[str, Any], ...]:
+  """The options of a merge node; tf.keras combines masks otherwise."""
+  config = layer.config
+  options = () if keras3 else (('keras2', True),)
+  if layer.class_name == 'Concatenate':
+    return (('axis', config.get('axis', -1)), *options)
+  if layer.class_name == 'Dot':
+    axes = config['axes']
+    axes = tuple(axes) if isinstance(axes, list) else axes
+    return (('axes', axes), ('normalize', bool(config.get('normalize'))))
+  return options
+
+
+def _layer_entries(model_config: dict[str, Any]) -> list[dict[str, Any]]:
+  config = model_config.get('config', {})
+  layers = config.get('layers', []) if isinstance(config, dict) else config
+  return [entry for entry in layers if isinstance(entry, dict)]
+
+
+def _entry_name(entry: dict[str, Any]) -> str:
+  return entry.get('name') or entry.get('config', {}).get('name')
+
+
+def _nested_model_error(source: str, entry: dict[str, Any]) -> ValueError:
+  return ValueError(
+    f"from_keras: layer '{_entry_name(entry)}' of {source} is a"
+    f' {entry.get("class_name")} model inside the model; flax_dense imports'
+    ' flat models: call the inner model on keras.Input tensors of the outer'
+    ' one, or import it apart.'
+  )
+
+
+_MODEL_CLASSES = ('Sequential', 'Functional', 'Model')
+
+
+def _from_h5(path: str) -> _Model:
+  model_config, weights, _ = keras_h5.read_model(path, 'from_keras')
+  source = f'file {path!r}'
+  class_name = model_config.get('class_name')
+  if class_name not in _MODEL_CLASSES:
+    raise ValueError(
+      f'from_keras: {path!r} holds a {class_name!r}, not a Keras'
+      ' Sequential or functional model.'
+    )
+  layers, trainable = {}, {}
+  for entry in _layer_entries(model_config):
+    name = _entry_name(entry)
+    if entry.get('class_name') in _MODEL_CLASSES:
+      raise _nested_model_error(source, entry)
+    config = entry.get('config', {})
+    layers[name] = _Layer(
+      entry.get('class_name'), name, config, weights.get(name, []), source
+    )
+    trainable[name] = bool(config.get('trainable', True))
+  return _Model(
+    model_config.get('config', {}).get('name', path),
+    class_name,
+    model_config.get('config', {}),
+    layers,
+    trainable,
+    source,
+    keras3=False,
+  )
+
+
+def _from_live(keras: Any, model: Any) -> _Model:
   if not isinstance(model, keras.Sequential) and not hasattr(model, 'inputs'):
     raise ValueError(
       f"from_keras: model '{model.name}' of class {type(model).__name__} is"
@@ -615,37 +1270,49 @@ def _chain(keras: Any, model: Any) -> list[Any]:
       f"from_keras: model '{model.name}' is not built, so it has no weights"
       ' yet; give it a keras.Input(shape) or call it once on data.'
     )
-  layers = list(model.layers)
-  if isinstance(model, keras.Sequential):
-    return layers
-  if len(model.inputs) != 1 or len(model.outputs) != 1:
+  source = f"model '{model.name}'"
+  try:
+    config = model.get_config()
+  except NotImplementedError as error:
     raise ValueError(
-      f"from_keras: functional model '{model.name}' has"
-      f' {len(model.inputs)} inputs and {len(model.outputs)} outputs;'
-      ' flax_dense imports models with one input and one output.'
-    )
-  previous = model.inputs[0]
-  for layer in layers:
-    if isinstance(layer, keras.layers.InputLayer):
-      continue
-    # A functional graph passes a layer that takes a mask the mask Keras
-    # attached to its input as a second input tensor.
-    inputs = layer.input if isinstance(layer.input, list) else [layer.input]
-    mask = getattr(previous, '_keras_mask', None)
-    if inputs[0] is not previous or any(x is not mask for x in inputs[1:]):
-      raise ValueError(
-        f"from_keras: functional model '{model.name}' is not a single"
-        f' chain: {_describe(layer)} does not take the output of the layer'
-        ' before it; flax_dense imports models whose every layer, called'
-        ' once, feeds the next.'
+      f'from_keras: {source} cannot give its config, which from_keras reads'
+      f' its graph from: {error} (give your layers a get_config()).'
+    ) from None
+  layers, trainable = {}, {}
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      raise _nested_model_error(
+        source, {'name': layer.name, 'class_name': type(layer).__name__}
       )
-    previous = layer.output
-  if previous is not model.outputs[0]:
-    raise ValueError(
-      f"from_keras: functional model '{model.name}' is not a single chain:"
-      ' its output is not that of its last layer, called once.'
+    if getattr(layer, 'lora_enabled', False) or getattr(
+      layer, 'quantization_mode', None
+    ):
+      raise ValueError(
+        f"from_keras: {type(layer).__name__} layer '{layer.name}' of"
+        f' {source} uses LoRA or quantization, whose weights are not a plain'
+        ' kernel and bias; import the model before enabling them.'
+      )
+    record = _Layer(
+      type(layer).__name__,
+      layer.name,
+      layer.get_config(),
+      [np.asarray(w) for w in layer.get_weights()],
+      source,
+      type(layer),
     )
-  return layers
+    flags = {w.trainable for w in layer.weights}
+    if len(flags) > 1 and record.class_name not in _REGISTERED:
+      raise _error(
+        record,
+        'mixes trainable and non-trainable weights, which no covered layer'
+        ' does.',
+      )
+    layers[layer.name] = record
+    trainable[layer.name] = flags != {False} and layer.trainable
+  class_name = 'Sequential' if isinstance(model, keras.Sequential) else 'Model'
+  return _Model(
+    model.name, class_name, config, layers, trainable, source, keras3=True
+  )
 
 
 def _import_keras() -> Any:
@@ -668,39 +1335,84 @@ def _import_keras() -> Any:
 APIS = ('linen', 'nnx')
 
 
+def _check_api(api: str, rngs: Any) -> None:
+  if api not in APIS:
+    raise ValueError(
+      f'from_keras: api must be one of {APIS} (the front end of the model it'
+      f' returns), got {api!r}.'
+    )
+  if api == 'nnx' and rngs is not None and not isinstance(rngs, nnx.Rngs):
+    raise TypeError(
+      'from_keras: rngs must be an nnx.Rngs (the streams of the dropout'
+      f' layers) or None, got {rngs!r}.'
+    )
+  if api == 'linen' and rngs is not None:
+    raise ValueError(
+      "from_keras: rngs is for api='nnx', whose dropout layers keep their"
+      ' streams; a linen module takes rngs= when applied, got'
+      f' rngs={rngs!r} with api={api!r}.'
+    )
+
+
+def _read(model_or_path: Any) -> _Model:
+  """The model, from a live Keras model or a file."""
+  if isinstance(model_or_path, str | os.PathLike):
+    path = os.fspath(model_or_path)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'from_keras: no such file {path!r}.')
+    if path.endswith(('.h5', '.hdf5')):
+      return _from_h5(path)
+    if not path.endswith('.keras'):
+      raise ValueError(
+        f'from_keras: {path!r} is neither a .keras file (Keras 3) nor an .h5'
+        ' file (Keras 2 / tf.keras model.save).'
+      )
+    keras = _import_keras()
+    return _from_live(keras, keras.saving.load_model(path, compile=False))
+  keras = _import_keras()
+  if not isinstance(model_or_path, keras.Model):
+    raise ValueError(
+      'from_keras: expected a keras.Model or the path of a .keras or .h5'
+      f' file, got {type(model_or_path).__name__}.'
+    )
+  return _from_live(keras, model_or_path)
+
+
 def from_keras(
   model_or_path: Any,
   *,
   api: str = 'linen',
   rngs: nnx.Rngs | None = None,
-) -> tuple[KerasSequential, dict[str, Any]] | nnx.Module:
-  """A Keras 3 model as a Flax module and its variables, same outputs.
+) -> tuple[nn.Module, dict[str, Any]] | nnx.Module:
+  """A Keras model as a Flax module and its variables, same outputs.
 
-  Reads a ``keras.Sequential`` or a functional ``keras.Model`` whose layers
-  form a single chain (one input, one output), or the path of a ``.keras``
-  file, loaded with Keras itself. Each layer becomes its flax_dense or Flax
-  counterpart, named as in Keras, and ``module.apply(variables, x)`` equals
-  ``model(x)`` in inference mode. Masks flow as in Keras (see
-  :class:`KerasSequential`). Weights of layers set ``trainable = False`` go
-  to the ``constants`` collection, so :func:`flax_dense.summary` reports
-  Keras's trainable and non-trainable counts.
+  Reads a built ``keras.Sequential`` or functional ``keras.Model``, the
+  path of a ``.keras`` file (loaded with Keras 3), or the path of a Keras 2
+  / tf.keras ``.h5`` file written by ``model.save('model.h5')`` (read with
+  h5py alone: neither TensorFlow nor Keras is imported). Each layer becomes
+  its flax_dense or Flax counterpart, named as in Keras; the table of every
+  covered layer and activation and what it becomes is in
+  ``docs/keras_import.md`` ("Coming from Keras"), and a layer class of your
+  own imports once you :func:`register_keras_layer` a converter for it.
 
-  With ``api='nnx'`` the model is an NNX :class:`flax_dense.nnx.KerasSequential`
-  instead, holding the NNX twins of the same layers (built by
-  :func:`flax_dense.nnx.from_linen`) with their weights: frozen ones as
+  A chain (one input, one output, each layer called once on the one
+  before) becomes a :class:`KerasSequential`; any other functional graph
+  (several inputs and outputs, branches, shared layers, merges) a
+  :class:`KerasFunctional`, called as ``module.apply(variables, *inputs)``
+  and returning what Keras's ``model(inputs)`` returns: one array, or a
+  list. Masks flow as in Keras. Weights of layers set ``trainable = False``
+  go to the ``constants`` collection, so :func:`flax_dense.summary` reports
+  Keras's trainable and non-trainable counts. Weight regularizers and
+  constraints, which only act in training, are not carried: see
+  ``fd.weight_penalty`` and ``fd.constrain``.
+
+  With ``api='nnx'`` the model is the NNX twin
+  (:class:`flax_dense.nnx.KerasSequential` or
+  :class:`flax_dense.nnx.KerasFunctional`, built by
+  :func:`flax_dense.nnx.from_linen`) with the weights, frozen ones as
   ``fd.nnx.Constant``. It is returned in eval mode, so ``model(x)`` equals
   Keras's ``model(x)``; ``model.train()`` turns dropout on, drawing from
   ``rngs``.
-
-  Covered layers: ``Activation``, ``ActivityRegularization``, ``Dense``
-  (any input rank, as ``flax.linen.Dense`` followed by ``Activation`` when
-  it has one), ``Dropout``, ``EinsumDense('abc,bcd->abd')``
-  (:class:`PerPositionDense`), ``Flatten``, ``GlobalAveragePooling1D``,
-  ``InputLayer``, ``Masking``, ``Permute``, ``RepeatVector``, ``Reshape``,
-  ``SpatialDropout1D/2D/3D``; activations by name; activity regularizers
-  L1, L2 and L1L2. Weight regularizers and constraints, which only act in
-  training, are not carried: see ``fd.weight_penalty`` and
-  ``fd.constrain``.
 
   Example usage::
 
@@ -722,8 +1434,8 @@ def from_keras(
     True
 
   Args:
-    model_or_path: a built ``keras.Model``, or the path of a ``.keras``
-      file.
+    model_or_path: a built ``keras.Model``, or the path of a ``.keras`` or
+      ``.h5`` file.
     api: ``'linen'`` for a linen module and its variables, ``'nnx'`` for an
       NNX model.
     rngs: with ``api='nnx'``, the ``nnx.Rngs`` the dropout layers draw from
@@ -731,65 +1443,25 @@ def from_keras(
 
   Returns:
     With ``api='linen'``, ``(module, variables)``: a
-    :class:`KerasSequential` and ``{'params': ..., 'constants': ...}``
-    (collections without weights left out), keyed by the Keras layer names.
-    With ``api='nnx'``, a :class:`flax_dense.nnx.KerasSequential`.
+    :class:`KerasSequential` or :class:`KerasFunctional` and
+    ``{'params': ..., 'constants': ...}`` (collections without weights left
+    out), keyed by the Keras layer names. With ``api='nnx'``, the NNX twin.
 
   Raises:
-    ImportError: if Keras 3 is not installed.
+    ImportError: if Keras 3 is needed (a live model, a ``.keras`` file) and
+      not installed.
+    FileNotFoundError: for a path with no file.
     ValueError: for an unknown ``api``, ``rngs`` given with
       ``api='linen'``, a layer, activation, regularizer or EinsumDense
-      equation that is not covered (naming the layer and listing what is),
-      a model that is not a single chain, a subclassed or unbuilt model, or
-      anything other than a Keras model or a path.
+      equation that is not covered (naming the layer and its class, and how
+      to register a converter), a subclassed or unbuilt model, a nested
+      model, a file that is not a Keras model (corrupt, truncated,
+      weights-only, written by Keras 1) or whose weights disagree with its
+      config, or anything other than a Keras model or a path.
     TypeError: for ``rngs`` that is not an ``nnx.Rngs``.
   """
-  if api not in APIS:
-    raise ValueError(
-      f'from_keras: api must be one of {APIS} (the front end of the model it'
-      f' returns), got {api!r}.'
-    )
-  if api == 'nnx' and rngs is not None and not isinstance(rngs, nnx.Rngs):
-    raise TypeError(
-      'from_keras: rngs must be an nnx.Rngs (the streams of the dropout'
-      f' layers) or None, got {rngs!r}.'
-    )
-  if api == 'linen' and rngs is not None:
-    raise ValueError(
-      "from_keras: rngs is for api='nnx', whose dropout layers keep their"
-      ' streams; a linen module takes rngs= when applied, got'
-      f' rngs={rngs!r} with api={api!r}.'
-    )
-  keras = _import_keras()
-  model = model_or_path
-  if isinstance(model, str | os.PathLike):
-    model = keras.saving.load_model(model, compile=False)
-  if not isinstance(model, keras.Model):
-    raise ValueError(
-      'from_keras: expected a keras.Model or the path of a .keras file, got'
-      f' {type(model_or_path).__name__}.'
-    )
-  converters = _converters(keras)
-  layers, names, flows = [], [], []
-  variables: dict[str, dict[str, Any]] = {}
-  for layer in _chain(keras, model):
-    steps, trainable = _convert(keras, converters, layer)
-    for step in steps:
-      if step.name in names:
-        raise ValueError(
-          f"from_keras: two layers would be named '{step.name}'; rename the"
-          ' Keras layer of that name.'
-        )
-      module = step.module
-      if step.params:
-        collection = 'params' if trainable else CONSTANTS
-        variables.setdefault(collection, {})[step.name] = step.params
-        if not trainable:
-          module = frozen(module)
-      layers.append(module)
-      names.append(step.name)
-      flows.append(step.mask_flow)
-  module = KerasSequential(tuple(layers), tuple(names), tuple(flows))
+  _check_api(api, rngs)
+  module, variables = _build(_read(model_or_path))
   variables = jax.tree.map(jnp.asarray, variables)
   if api == 'linen':
     return module, variables
@@ -797,3 +1469,132 @@ def from_keras(
   from flax_dense._src.nnx.convert import from_linen
 
   return from_linen(module, variables, rngs=rngs)
+
+
+# ---------------------------------------------------------------------------
+# Keras 3 weights-only files.
+
+
+def _keras_order(names: Sequence[str]) -> list[str]:
+  """Weight names in Keras's ``get_weights()`` order: kernel, then bias."""
+  return sorted(names, key=lambda name: (name != 'kernel', name != 'bias'))
+
+
+def load_keras_weights(
+  module_or_variables: Any, path: str | os.PathLike
+) -> Any:
+  """Weights from a Keras weights file into an imported model.
+
+  Reads ``path``, a Keras 3 ``model.save_weights('x.weights.h5')`` file (or
+  a Keras 2 ``save_weights('x.h5')`` one) with h5py alone, and puts each
+  Keras layer's arrays into the layer of the same name: its ``kernel``,
+  then its ``bias``, Keras's order. Every layer with weights in the target
+  must be in the file and the other way round, and every array must have
+  the shape already there.
+
+  Example usage::
+
+    >>> import flax_dense as fd, jax, jax.numpy as jnp
+    >>> module, variables = fd.from_keras(
+    ...     'tests/fixtures/functional.h5')
+    >>> loaded = fd.load_keras_weights(
+    ...     variables, 'tests/fixtures/keras3.weights.h5')
+    >>> jax.tree.map(jnp.shape, loaded) == jax.tree.map(jnp.shape, variables)
+    True
+
+  Args:
+    module_or_variables: the variables ``from_keras`` returned (linen;
+      ``{'params': {layer: {'kernel', 'bias'}}, 'constants': ...}``), or an
+      NNX model it returned (``api='nnx'``).
+    path: the weights file.
+
+  Returns:
+    For variables, new variables of the same structure holding the file's
+    weights (the given ones are left alone). For an NNX model, the same
+    model, its weights replaced in place.
+
+  Raises:
+    FileNotFoundError: if there is no file at ``path``.
+    ValueError: for a file that is not a readable Keras weights file (a
+      whole-model file, corrupt, Keras 1), layers missing on either side,
+      or weights of other shapes than the model's.
+    TypeError: for a target that is neither variables nor an NNX model.
+  """
+  caller = 'load_keras_weights'
+  path = os.fspath(path)
+  weights, _ = keras_h5.read_weights(path, caller)
+  is_nnx = isinstance(module_or_variables, nnx.Module)
+  if is_nnx:
+    tree = _nnx_layers(module_or_variables)
+  elif isinstance(module_or_variables, dict):
+    tree = {
+      layer: values
+      for collection in ('params', CONSTANTS)
+      for layer, values in module_or_variables.get(collection, {}).items()
+    }
+  else:
+    raise TypeError(
+      f'{caller}: expected the variables from_keras returned or an NNX model'
+      f' it returned, got {type(module_or_variables).__name__}.'
+    )
+  with_weights = {name for name, arrays in weights.items() if arrays}
+  if with_weights != set(tree):
+    raise ValueError(
+      f'{caller}: {path!r} holds weights of the layers'
+      f' {sorted(with_weights)}, the model of {sorted(tree)}; they must be'
+      ' the same.'
+    )
+  loaded: dict[str, dict[str, Any]] = {}
+  for layer, values in tree.items():
+    names = _keras_order(values)
+    arrays = weights[layer]
+    shapes = [tuple(np.shape(values[name])) for name in names]
+    if [tuple(a.shape) for a in arrays] != shapes:
+      raise ValueError(
+        f'{caller}: {path!r}: layer {layer!r} holds weights of shapes'
+        f' {[tuple(a.shape) for a in arrays]}, the model needs {names} of'
+        f' shapes {shapes}.'
+      )
+    loaded[layer] = {
+      name: jnp.asarray(array)
+      for name, array in zip(names, arrays, strict=True)
+    }
+  if is_nnx:
+    for layer, values in loaded.items():
+      for name, value in values.items():
+        getattr(_nnx_layer(module_or_variables, layer), name)[...] = value
+    return module_or_variables
+  return {
+    collection: (
+      {layer: loaded.get(layer, v) for layer, v in trees.items()}
+      if collection in ('params', CONSTANTS)
+      else trees
+    )
+    for collection, trees in module_or_variables.items()
+  }
+
+
+def _nnx_layer(model: nnx.Module, name: str) -> nnx.Module:
+  return model.layers[list(model.names).index(name)]
+
+
+def _nnx_layers(model: nnx.Module) -> dict[str, dict[str, Any]]:
+  """``{layer name: {weight name: array}}`` of an imported NNX model."""
+  names = getattr(model, 'names', None)
+  if names is None:
+    raise TypeError(
+      'load_keras_weights: expected an NNX model from_keras returned'
+      ' (KerasSequential or KerasFunctional with names), got'
+      f' {type(model).__name__}.'
+    )
+  tree = {}
+  for name, layer in zip(names, model.layers, strict=True):
+    values = {
+      key: value[...]
+      for key, value in vars(layer).items()
+      if isinstance(value, nnx.Variable)
+      and isinstance(value, nnx.Param | Constant)
+    }
+    if values:
+      tree[name] = values
+  return tree

@@ -168,16 +168,16 @@ def _layer_configs(model_config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _shape_error(
-  path: str, name: str, class_name: str, expected: str, weights
+  caller: str, path: str, name: str, class_name: str, expected: str, weights
 ) -> ValueError:
   return ValueError(
-    f'read_keras_h5: {path!r}: the weights of {class_name} layer {name!r}'
+    f'{caller}: {path!r}: the weights of {class_name} layer {name!r}'
     f' have shapes {[tuple(w.shape) for w in weights]}, but its config'
     f' needs {expected}.'
   )
 
 
-def _check_dense(path, name, config, weights) -> None:
+def _check_dense(caller, path, name, config, weights) -> None:
   units = config.get('units')
   count = 2 if config.get('use_bias', True) else 1
   if len(weights) != count or (
@@ -187,7 +187,12 @@ def _check_dense(path, name, config, weights) -> None:
   ):
     bias = f' and bias ({units},)' if count == 2 else ''
     raise _shape_error(
-      path, name, 'Dense', f'kernel (in_features, {units}){bias}', weights
+      caller,
+      path,
+      name,
+      'Dense',
+      f'kernel (in_features, {units}){bias}',
+      weights,
     )
 
 
@@ -223,7 +228,7 @@ def _locally_connected_1d_input(
   return (max(1, length) - 1) * strides + kernel_size, max(1, in_features)
 
 
-def _check_locally_connected_1d(path, name, config, weights) -> None:
+def _check_locally_connected_1d(caller, path, name, config, weights) -> None:
   """The weights of a ``LocallyConnected1D`` config, in its layout."""
   implementation = config.get('implementation', 1)
   layer = f'LocallyConnected1D (implementation={implementation})'
@@ -253,7 +258,7 @@ def _check_locally_connected_1d(path, name, config, weights) -> None:
     )
   except ValueError as error:
     raise ValueError(
-      f'read_keras_h5: {path!r}: the weights of {layer} layer {name!r}'
+      f'{caller}: {path!r}: the weights of {layer} layer {name!r}'
       f' have shapes {[tuple(w.shape) for w in weights]}, which do not fit'
       f' its config (filters={config.get("filters")},'
       f' kernel_size={config.get("kernel_size")},'
@@ -263,7 +268,9 @@ def _check_locally_connected_1d(path, name, config, weights) -> None:
     ) from None
 
 
-def _check_weights(path: str, layer: dict[str, Any], weights) -> None:
+def _check_weights(
+  caller: str, path: str, layer: dict[str, Any], weights
+) -> None:
   """Raises our own error when weights disagree with their layer's config."""
   class_name = layer.get('class_name')
   config = layer.get('config', {})
@@ -276,7 +283,7 @@ def _check_weights(path: str, layer: dict[str, Any], weights) -> None:
     'LocallyConnected1D': _check_locally_connected_1d,
   }.get(class_name)
   if check is not None:
-    check(path, name, config, weights)
+    check(caller, path, name, config, weights)
 
 
 # ---------------------------------------------------------------------------
@@ -321,7 +328,13 @@ def read_keras_h5(
       1, or if a ``Dense`` or ``LocallyConnected1D`` layer's weights have
       other shapes than its config needs.
   """
-  caller = 'read_keras_h5'
+  return read_model(path, 'read_keras_h5')
+
+
+def read_model(
+  path: str | os.PathLike, caller: str
+) -> tuple[dict[str, Any], Weights, str]:
+  """:func:`read_keras_h5`, its messages naming ``caller``."""
   path = os.fspath(path)
   with _open(path, caller) as file:
 
@@ -356,7 +369,7 @@ def read_keras_h5(
   for layer in _layer_configs(model_config):
     name = layer.get('config', {}).get('name')
     if name in weights:
-      _check_weights(path, layer, weights[name])
+      _check_weights(caller, path, layer, weights[name])
   return model_config, weights, version
 
 
@@ -389,7 +402,11 @@ def read_keras_weights_h5(path: str | os.PathLike) -> tuple[Weights, str]:
     ValueError: if it is not a readable HDF5 file, a whole-model file, not
       a Keras weights file, or written by Keras 1.
   """
-  caller = 'read_keras_weights_h5'
+  return read_weights(path, 'read_keras_weights_h5')
+
+
+def read_weights(path: str | os.PathLike, caller: str) -> tuple[Weights, str]:
+  """:func:`read_keras_weights_h5`, its messages naming ``caller``."""
   path = os.fspath(path)
   with _open(path, caller) as file:
 

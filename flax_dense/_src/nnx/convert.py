@@ -16,6 +16,7 @@ linen                   NNX                            sizes read off
 ``LocallyConnected1D``  ``fd.nnx.LocallyConnected1D``  ``kernel (O, k * D, F)``
 ``flax.linen.Dense``    ``flax.nnx.Linear``            ``kernel (D, K)``
 ``KerasSequential``     ``fd.nnx.KerasSequential``     its layers' weights
+``KerasFunctional``     ``fd.nnx.KerasFunctional``     its layers' weights
 every weightless layer  its ``fd.nnx`` twin            none
 ======================  =============================  ========================
 
@@ -48,6 +49,7 @@ from flax import nnx
 
 from flax_dense._src import checks
 from flax_dense._src.interop import keras as interop
+from flax_dense._src.interop import keras_graph
 from flax_dense._src.linen import attention as linen_attention
 from flax_dense._src.linen import core as linen_core
 from flax_dense._src.linen import dense as linen_dense
@@ -167,6 +169,116 @@ class KerasSequential(nnx.Module):
       return layer(inputs, **kwargs)
 
     return interop.apply_sequential(self.layers, self.mask_flow, inputs, call)
+
+
+class KerasFunctional(nnx.Module):
+  """Runs a graph of NNX layers on several inputs, as a Keras functional model.
+
+  The NNX twin of :class:`flax_dense.KerasFunctional`, which
+  ``fd.from_keras(model, api='nnx')`` returns for a functional Keras model
+  that is not a single chain: the same graph and mask flow, run by the same
+  code. Dropout follows ``model.train()`` / ``model.eval()``.
+
+  Example usage::
+
+    >>> import flax_dense as fd, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from flax_dense._src.interop.keras_graph import Node
+    >>> model = fd.nnx.KerasFunctional(  # y = dense(a) + dense(b)
+    ...     [nnx.Linear(3, 4, rngs=nnx.Rngs(0))], names=['dense'],
+    ...     mask_flow=['propagate'],
+    ...     nodes=[Node((0,), steps=(0,)), Node((1,), steps=(0,)),
+    ...            Node((2, 3), merge='Add')],
+    ...     inputs=2, outputs=[4])
+    >>> a, b = jnp.ones((2, 3)), jnp.zeros((2, 3))
+    >>> bool(jnp.allclose(model(a, b), model.layers[0](a) + model.layers[0](b)))
+    True
+
+  Args:
+    layers: the NNX modules, each called at one node or more.
+    names: the name of each layer.
+    mask_flow: what each layer does with the mask.
+    nodes: the calls, each taking earlier tensors.
+    inputs: the number of inputs.
+    outputs: the numbers of the output tensors.
+    single_output: return the one output itself rather than a list.
+
+  Raises:
+    ValueError: if the parts of the graph do not fit together.
+  """
+
+  def __init__(
+    self,
+    layers: Sequence[nnx.Module],
+    *,
+    names: Sequence[str],
+    mask_flow: Sequence[str],
+    nodes: Sequence[keras_graph.Node],
+    inputs: int,
+    outputs: Sequence[int],
+    single_output: bool = True,
+  ):
+    layers = list(layers)
+    keras_graph.check_graph(
+      'KerasFunctional',
+      layers,
+      names,
+      mask_flow,
+      nodes,
+      inputs,
+      outputs,
+      nnx_masking.Masking,
+    )
+    self.layers = nnx.List(layers)
+    self.names = tuple(names)
+    self.mask_flow = tuple(mask_flow)
+    self.nodes = tuple(nodes)
+    self.inputs = inputs
+    self.outputs = tuple(outputs)
+    self.single_output = single_output
+
+  def __call__(
+    self,
+    *inputs: Any,
+    deterministic: bool | None = None,
+    rngs: nnx.Rngs | jax.Array | None = None,
+  ) -> Any:
+    """Applies the graph.
+
+    Args:
+      *inputs: the model's inputs, in Keras's order.
+      deterministic: if given, overrides the mode of the dropout layers for
+        this call.
+      rngs: if given, the rng streams (or a key) of the dropout layers for
+        this call.
+
+    Returns:
+      The output, or the list of outputs.
+    """
+    keras_graph.check_inputs('KerasFunctional', self.inputs, inputs)
+    overrides = {
+      name: value
+      for name, value in (('deterministic', deterministic), ('rngs', rngs))
+      if value is not None
+    }
+
+    def call(index, layer, inputs, kwargs):
+      del index
+      if hasattr(layer, 'deterministic'):
+        kwargs.update(overrides)
+      if isinstance(inputs, list):
+        return layer(*inputs, **kwargs)
+      return layer(inputs, **kwargs)
+
+    return keras_graph.apply_graph(
+      self.layers,
+      self.mask_flow,
+      self.nodes,
+      self.outputs,
+      self.single_output,
+      inputs,
+      call,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -560,21 +672,30 @@ def _fields_text(module: nn.Module, conversion: Conversion) -> str:
   )
 
 
-def _sequential_from_linen(
-  module: interop.KerasSequential, variables: Any, rngs: nnx.Rngs | None
-) -> KerasSequential:
-  """The NNX ``KerasSequential`` of a linen one, layer by layer."""
-  collections = _collections(module, variables)
-  interop.check_sequential(
-    'from_linen',
-    module.layers,
-    module.names,
-    module.mask_flow,
-    linen_masking.Masking,
-  )
+def _container_layers(module: Any) -> tuple[list[str], Sequence[Any]]:
   names = module.names or [f'layers_{i}' for i in range(len(module.layers))]
+  return list(names), module.layers
+
+
+def _sequential_from_linen(
+  module: interop.KerasSequential | keras_graph.KerasFunctional,
+  variables: Any,
+  rngs: nnx.Rngs | None,
+) -> KerasSequential | KerasFunctional:
+  """The NNX twin of a linen ``KerasSequential`` or ``KerasFunctional``."""
+  collections = _collections(module, variables)
+  container = type(module).__name__
+  if isinstance(module, interop.KerasSequential):
+    interop.check_sequential(
+      'from_linen',
+      module.layers,
+      module.names,
+      module.mask_flow,
+      linen_masking.Masking,
+    )
+  names, modules = _container_layers(module)
   layers = []
-  for name, layer in zip(names, module.layers, strict=True):
+  for name, layer in zip(names, modules, strict=True):
     own = {
       collection: tree[name]
       for collection, tree in collections.items()
@@ -593,7 +714,17 @@ def _sequential_from_linen(
   if unused:
     raise ValueError(
       f'from_linen: variables hold weights of no layer of the'
-      f' KerasSequential: {unused}; its layers are named {list(names)}.'
+      f' {container}: {unused}; its layers are named {list(names)}.'
+    )
+  if isinstance(module, keras_graph.KerasFunctional):
+    return KerasFunctional(
+      layers,
+      names=module.names,
+      mask_flow=module.mask_flow,
+      nodes=module.nodes,
+      inputs=module.inputs,
+      outputs=module.outputs,
+      single_output=module.single_output,
     )
   return KerasSequential(layers, names=module.names, mask_flow=module.mask_flow)
 
@@ -638,7 +769,7 @@ def from_linen(
       disagrees with the layer's fields or other weights.
   """
   _check_rngs(rngs)
-  if isinstance(module, interop.KerasSequential):
+  if isinstance(module, interop.KerasSequential | keras_graph.KerasFunctional):
     return _sequential_from_linen(module, variables, rngs)
   return _layer_from_linen(module, variables, rngs)
 
@@ -693,12 +824,12 @@ def _layer_to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _sequential_to_linen(
-  model: KerasSequential,
-) -> tuple[interop.KerasSequential, dict[str, Any]]:
-  """The linen ``KerasSequential`` and variables of an NNX one."""
-  names = model.names or [f'layers_{i}' for i in range(len(model.layers))]
+  model: KerasSequential | KerasFunctional,
+) -> tuple[nn.Module, dict[str, Any]]:
+  """The linen ``KerasSequential`` or ``KerasFunctional`` of an NNX one."""
+  names, layers = _container_layers(model)
   modules, variables = [], {}
-  for name, layer in zip(names, model.layers, strict=True):
+  for name, layer in zip(names, layers, strict=True):
     module, layer_variables = to_linen(layer)
     if hasattr(layer, 'deterministic'):
       # The container decides, by its deterministic argument.
@@ -706,7 +837,20 @@ def _sequential_to_linen(
     modules.append(module)
     for collection, tree in layer_variables.items():
       variables.setdefault(collection, {})[name] = tree
-  module = interop.KerasSequential(tuple(modules), model.names, model.mask_flow)
+  if isinstance(model, KerasFunctional):
+    module = keras_graph.KerasFunctional(
+      tuple(modules),
+      model.names,
+      model.mask_flow,
+      model.nodes,
+      model.inputs,
+      model.outputs,
+      model.single_output,
+    )
+  else:
+    module = interop.KerasSequential(
+      tuple(modules), model.names, model.mask_flow
+    )
   return module, variables
 
 
@@ -745,6 +889,6 @@ def to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
     ValueError: for a layer that mixes the two, or an option its linen
       layer lacks.
   """
-  if isinstance(layer, KerasSequential):
+  if isinstance(layer, KerasSequential | KerasFunctional):
     return _sequential_to_linen(layer)
   return _layer_to_linen(layer)

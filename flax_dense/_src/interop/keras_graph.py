@@ -1,0 +1,432 @@
+"""The graph of an imported Keras functional model, for linen and NNX.
+
+A graph is a list of *nodes*, each one call of a Keras layer (a layer
+called at several nodes shares one set of weights) or of a weightless merge
+(``Add``, ``Concatenate``, ``Dot``, ...). Tensors are numbered in order:
+first the model's inputs, then each node's outputs. Both front ends store
+the same hashable description and run it with :func:`apply_graph`, so the
+graph and its masks flow the same in linen and NNX.
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flax_dense._src.linen.masking import Masking
+from flax_dense._src.ops.masking import compute_mask
+
+#: What a layer does with the Keras mask of its input.
+MASK_FLOWS = ('compute', 'propagate', 'consume', 'drop')
+
+#: Keras's merge layers, imported as weightless nodes of a graph.
+MERGES = (
+  'Add',
+  'Average',
+  'Concatenate',
+  'Dot',
+  'Maximum',
+  'Minimum',
+  'Multiply',
+  'Subtract',
+)
+
+#: The lower bound of the norm in ``Dot(normalize=True)``, Keras's epsilon.
+_KERAS_EPSILON = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+  """One call in a graph.
+
+  Attributes:
+    inputs: the numbers of the tensors it takes.
+    outputs: how many tensors it makes (numbered after all before it).
+    steps: for a layer, the indices of the modules applied in turn (a Keras
+      ``Dense`` with an activation is ``nn.Dense`` then ``Activation``).
+    merge: for a merge, the Keras class name; ``''`` for a layer.
+    options: the merge's options, ``(('axis', -1),)`` and the like.
+  """
+
+  inputs: tuple[int, ...]
+  outputs: int = 1
+  steps: tuple[int, ...] = ()
+  merge: str = ''
+  options: tuple[tuple[str, Any], ...] = ()
+
+
+def apply_steps(
+  layers: Sequence[Any],
+  mask_flow: Sequence[str] | None,
+  indices: Sequence[int],
+  inputs: Any,
+  mask: Any,
+  call: Callable[[int, Any, Any, dict[str, Any]], Any],
+) -> tuple[Any, Any]:
+  """Runs ``layers[i]`` for ``i`` in ``indices`` in turn, passing the mask.
+
+  A ``'compute'`` layer makes the mask from its inputs, ``'propagate'``
+  passes it on, ``'consume'`` gets it as ``mask=`` and ends it, ``'drop'``
+  ends it.
+
+  Args:
+    layers: all the modules of the container.
+    mask_flow: one of :data:`MASK_FLOWS` per module, or ``None`` (no mask).
+    indices: the modules to run, in order.
+    inputs: the first one's inputs.
+    mask: the Keras mask of ``inputs``, or ``None``.
+    call: ``call(index, layer, inputs, kwargs)`` applies one module, with
+      ``kwargs`` holding the mask for a consuming one.
+
+  Returns:
+    ``(outputs, mask)`` of the last module.
+  """
+  for index in indices:
+    layer = layers[index]
+    flow = mask_flow[index] if mask_flow is not None else 'drop'
+    kwargs = {}
+    if flow == 'consume' and mask is not None:
+      kwargs['mask'] = mask
+    outputs = call(index, layer, inputs, kwargs)
+    if flow == 'compute':
+      mask = compute_mask(inputs, layer.mask_value)
+    elif flow != 'propagate':
+      mask = None
+    inputs = outputs
+  return inputs, mask
+
+
+def _batch_dot(x: jax.Array, y: jax.Array, axes: tuple[int, int]) -> jax.Array:
+  """Keras's ``batch_dot``: per example, contracts ``axes`` (batch is 0)."""
+  out = jax.vmap(
+    lambda a, b: jnp.tensordot(a, b, axes=(axes[0] - 1, axes[1] - 1))
+  )(x, y)
+  return out[:, None] if out.ndim == 1 else out
+
+
+def _dot(inputs: Sequence[jax.Array], axes: Any, normalize: bool) -> jax.Array:
+  x, y = inputs
+  if isinstance(axes, int):
+    axes = (axes, axes)
+  axes = tuple(a % t.ndim for a, t in zip(axes, (x, y), strict=True))
+  if normalize:
+    x, y = (
+      t
+      * jnp.minimum(
+        jax.lax.rsqrt(jnp.sum(jnp.square(t), axis=a, keepdims=True)),
+        1.0 / _KERAS_EPSILON,
+      )
+      for t, a in zip((x, y), axes, strict=True)
+    )
+  return _batch_dot(x, y, axes)
+
+
+def merge(
+  kind: str, options: dict[str, Any], inputs: Sequence[jax.Array]
+) -> jax.Array:
+  """The outputs of the Keras merge layer ``kind`` on batched ``inputs``.
+
+  Args:
+    kind: one of :data:`MERGES`.
+    options: ``axis`` for ``Concatenate``, ``axes`` and ``normalize`` for
+      ``Dot``.
+    inputs: the tensors, ``(batch, ...)`` each, of one shape except along
+      ``Concatenate``'s axis and ``Dot``'s axes.
+
+  Returns:
+    The merged tensor: elementwise sum, difference (exactly two inputs),
+    product, mean, maximum or minimum; the concatenation along ``axis``;
+    for ``Dot``, Keras's ``batch_dot`` (an output of rank 1 becomes
+    ``(batch, 1)``).
+  """
+  if kind == 'Concatenate':
+    return jnp.concatenate(inputs, axis=options.get('axis', -1))
+  if kind == 'Dot':
+    return _dot(inputs, options['axes'], options.get('normalize', False))
+  if kind == 'Subtract':
+    first, second = inputs
+    return first - second
+  reduce = {
+    'Add': jnp.add,
+    'Average': jnp.add,
+    'Maximum': jnp.maximum,
+    'Minimum': jnp.minimum,
+    'Multiply': jnp.multiply,
+  }[kind]
+  output = inputs[0]
+  for tensor in inputs[1:]:
+    output = reduce(output, tensor)
+  return output / len(inputs) if kind == 'Average' else output
+
+
+def merge_mask(
+  kind: str,
+  options: dict[str, Any],
+  inputs: Sequence[jax.Array],
+  masks: Sequence[Any],
+) -> Any:
+  """The Keras mask of a merge's output, as the Keras that wrote it did.
+
+  Keras 3 (``keras/src/layers/merging``): the elementwise merges OR their
+  inputs' masks, and give none when any input has none; ``Concatenate``
+  joins the masks along its axis (an input without one counts as all kept)
+  and keeps a step where any of its features is kept. Keras 2 / tf.keras
+  (``options['keras2']``): the elementwise merges AND the masks there are;
+  ``Concatenate`` keeps a step where all are kept. ``Dot`` gives none.
+  """
+  if kind == 'Dot' or all(mask is None for mask in masks):
+    return None
+  keras2 = options.get('keras2', False)
+  if kind == 'Concatenate':
+    full = [
+      jnp.ones(tensor.shape, bool)
+      if mask is None
+      else jnp.broadcast_to(mask[..., None], tensor.shape)
+      if mask.ndim < tensor.ndim
+      else mask
+      for tensor, mask in zip(inputs, masks, strict=True)
+    ]
+    joined = jnp.concatenate(full, axis=options.get('axis', -1))
+    return (jnp.all if keras2 else jnp.any)(joined, axis=-1)
+  if keras2:
+    masks = [mask for mask in masks if mask is not None]
+  elif any(mask is None for mask in masks):
+    return None
+  combine = jnp.logical_and if keras2 else jnp.logical_or
+  output = masks[0]
+  for mask in masks[1:]:
+    output = combine(output, mask)
+  return output
+
+
+def check_graph(
+  container: str,
+  layers: Sequence[Any],
+  names: Sequence[str],
+  mask_flow: Sequence[str],
+  nodes: Sequence[Node],
+  inputs: int,
+  outputs: Sequence[int],
+  masking_type: type,
+) -> None:
+  """Raises our own error unless the graph's parts fit together.
+
+  Shared by the linen and NNX ``KerasFunctional``.
+  """
+  count = len(layers)
+  for field, value in (('names', names), ('mask_flow', mask_flow)):
+    if len(value) != count:
+      raise ValueError(
+        f'{container}: {field} must have one entry per layer ({count}), got'
+        f' {len(value)}: {tuple(value)}.'
+      )
+  for index, flow in enumerate(mask_flow):
+    if flow not in MASK_FLOWS:
+      raise ValueError(
+        f'{container}: mask_flow[{index}] must be one of {MASK_FLOWS}, got'
+        f' {flow!r}.'
+      )
+    if flow == 'compute' and not isinstance(layers[index], masking_type):
+      raise ValueError(
+        f"{container}: mask_flow[{index}] is 'compute', which only a Masking"
+        f' layer does, but layer {index} is a {type(layers[index]).__name__}.'
+      )
+  tensors = inputs
+  for index, node in enumerate(nodes):
+    if not isinstance(node, Node):
+      raise TypeError(
+        f'{container}: nodes[{index}] must be a Node, got'
+        f' {type(node).__name__}.'
+      )
+    bad = [t for t in node.inputs if not 0 <= t < tensors]
+    steps = [s for s in node.steps if not 0 <= s < count]
+    if bad or steps or (node.merge not in ('', *MERGES)):
+      raise ValueError(
+        f'{container}: nodes[{index}] takes tensors {node.inputs} and layers'
+        f' {node.steps} (merge {node.merge!r}), but only tensors 0 to'
+        f' {tensors - 1}, layers 0 to {count - 1} and the merges {MERGES}'
+        ' exist there.'
+      )
+    tensors += node.outputs
+  bad = [t for t in outputs if not 0 <= t < tensors]
+  if bad or inputs < 1:
+    raise ValueError(
+      f'{container}: outputs {tuple(outputs)} must name tensors 0 to'
+      f' {tensors - 1} of {inputs} inputs (at least one) and the nodes.'
+    )
+
+
+def apply_graph(
+  layers: Sequence[Any],
+  mask_flow: Sequence[str],
+  nodes: Sequence[Node],
+  outputs: Sequence[int],
+  single_output: bool,
+  inputs: Sequence[Any],
+  call: Callable[[int, Any, Any, dict[str, Any]], Any],
+) -> Any:
+  """Runs a graph on ``inputs``, masks flowing as in Keras.
+
+  Args:
+    layers: the modules.
+    mask_flow: one of :data:`MASK_FLOWS` per module.
+    nodes: the calls, in an order where each takes earlier tensors only.
+    outputs: the numbers of the output tensors.
+    single_output: return the one output itself rather than a list.
+    inputs: the model's inputs.
+    call: ``call(index, layer, inputs, kwargs)`` applies one module; a
+      module taking several tensors gets them as a list.
+
+  Returns:
+    The output, or the list of outputs.
+  """
+  tensors = [jnp.asarray(x) for x in inputs]
+  masks: list[Any] = [None] * len(tensors)
+
+  for node in nodes:
+    given = [tensors[t] for t in node.inputs]
+    given_masks = [masks[t] for t in node.inputs]
+    if node.merge:
+      options = dict(node.options)
+      made = [merge(node.merge, options, given)]
+      made_masks = [merge_mask(node.merge, options, given, given_masks)]
+    else:
+      single = len(given) == 1
+      value, mask = apply_steps(
+        layers,
+        mask_flow,
+        node.steps,
+        given[0] if single else given,
+        given_masks[0] if single else None,
+        call,
+      )
+      made = [value] if node.outputs == 1 else list(value)
+      made_masks = [mask] if node.outputs == 1 else [None] * node.outputs
+    if len(made) != node.outputs:
+      raise ValueError(
+        f'KerasFunctional: a node of layers {node.steps} gave {len(made)}'
+        f' outputs, its Keras layer {node.outputs}.'
+      )
+    tensors += made
+    masks += made_masks
+  results = [tensors[t] for t in outputs]
+  return results[0] if single_output else results
+
+
+def freeze(value: Any) -> Any:
+  """A list as a tuple (a module must hash), anything else unchanged."""
+  return tuple(value) if isinstance(value, list) else value
+
+
+class KerasFunctional(nn.Module):
+  """Runs a graph of layers on several inputs, as a Keras functional model.
+
+  The module :func:`flax_dense.from_keras` returns for a functional Keras
+  model that is not a single chain: several inputs and outputs, branches,
+  layers called at several nodes (sharing their weights), and Keras's merge
+  layers. As in Keras, a mask made by ``Masking`` flows along the graph;
+  the merges combine their inputs' masks as Keras 3 does (see
+  :func:`merge_mask`).
+
+  Example usage::
+
+    >>> import flax.linen as nn, jax, jax.numpy as jnp
+    >>> import flax_dense as fd
+    >>> from flax_dense._src.interop.keras_graph import Node
+    >>> model = fd.KerasFunctional(  # y = dense(a) + dense(b)
+    ...     layers=(nn.Dense(4),), names=('dense',), mask_flow=('propagate',),
+    ...     nodes=(Node((0,), steps=(0,)), Node((1,), steps=(0,)),
+    ...            Node((2, 3), merge='Add')),
+    ...     inputs=2, outputs=(4,))
+    >>> a, b = jnp.ones((2, 3)), jnp.zeros((2, 3))
+    >>> variables = model.init(jax.random.key(0), a, b)
+    >>> jax.tree.map(jnp.shape, variables)  # one dense, called twice
+    {'params': {'dense': {'bias': (4,), 'kernel': (3, 4)}}}
+    >>> model.apply(variables, a, b).shape
+    (2, 4)
+
+  Attributes:
+    layers: the modules, each called at one node or more.
+    names: the name of each module in the variables.
+    mask_flow: what each module does with the mask (see
+      :class:`KerasSequential`).
+    nodes: the calls (:class:`Node`), each taking earlier tensors.
+    inputs: the number of inputs, tensors ``0 .. inputs - 1``.
+    outputs: the numbers of the output tensors.
+    single_output: whether the model returns its one output itself (as a
+      Keras model built with one output tensor does) rather than a list.
+  """
+
+  layers: Sequence[nn.Module]
+  names: Sequence[str]
+  mask_flow: Sequence[str]
+  nodes: Sequence[Node]
+  inputs: int
+  outputs: Sequence[int]
+  single_output: bool = True
+
+  def __post_init__(self):
+    for field in ('layers', 'names', 'mask_flow', 'nodes', 'outputs'):
+      object.__setattr__(self, field, freeze(getattr(self, field)))
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, *inputs: Any, deterministic: bool = True) -> Any:
+    """Applies the graph.
+
+    Args:
+      *inputs: the model's inputs, in Keras's order.
+      deterministic: passed to the layers whose ``deterministic`` field is
+        ``None``: true for inference (dropout off), false for training.
+
+    Returns:
+      The output, or the list of outputs.
+
+    Raises:
+      ValueError: for a number of inputs other than ``inputs``, or parts of
+        the graph that do not fit together.
+    """
+    check_graph(
+      'KerasFunctional',
+      self.layers,
+      self.names,
+      self.mask_flow,
+      self.nodes,
+      self.inputs,
+      self.outputs,
+      Masking,
+    )
+    check_inputs('KerasFunctional', self.inputs, inputs)
+    bound = [
+      layer.clone(parent=self, name=name)
+      for layer, name in zip(self.layers, self.names, strict=True)
+    ]
+
+    def call(index, layer, inputs, kwargs):
+      layer = bound[index]
+      if getattr(layer, 'deterministic', False) is None:
+        kwargs['deterministic'] = deterministic
+      if isinstance(inputs, list):
+        return layer(*inputs, **kwargs)
+      return layer(inputs, **kwargs)
+
+    return apply_graph(
+      self.layers,
+      self.mask_flow,
+      self.nodes,
+      self.outputs,
+      self.single_output,
+      inputs,
+      call,
+    )
+
+
+def check_inputs(container: str, expected: int, inputs: Sequence[Any]) -> None:
+  if len(inputs) != expected:
+    raise ValueError(
+      f'{container}: the model takes {expected} inputs, as positional'
+      f" arguments in the Keras model's order, got {len(inputs)}."
+    )
