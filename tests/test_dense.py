@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -216,10 +217,40 @@ def test_rank_below_two(shape, key):
     fd.PerPositionDense(3).init(key, jnp.ones(shape))
 
 
-@pytest.mark.parametrize('features', [0, -2, 2.5])
-def test_bad_features(features, key):
-  with pytest.raises(ValueError, match='features must be a positive integer'):
+@pytest.mark.parametrize(
+  'features,error',
+  [(0, ValueError), (-2, ValueError), (2.5, TypeError), ('3', TypeError)],
+)
+def test_bad_features(features, error, key):
+  with pytest.raises(error, match='features must be a positive integer'):
     fd.PerPositionDense(features).init(key, jnp.ones((2, 3, 4)))
+
+
+@pytest.mark.parametrize(
+  'shape,axis', [((2, 0, 4), '0 positions'), ((2, 3, 0), '0 features')]
+)
+def test_zero_positions_or_features(shape, axis, key):
+  with pytest.raises(ValueError, match=f'PerPositionDense: .*{axis}'):
+    fd.PerPositionDense(3).init(key, jnp.ones(shape))
+
+
+@pytest.mark.parametrize(
+  'init,error,match',
+  [
+    (None, TypeError, r'kernel_init must be an initializer.*None'),
+    ('glorot_uniform', TypeError, r"kernel_init .*'glorot_uniform' of type"),
+    (
+      lambda key, shape, dtype: jnp.ones((2,), dtype),
+      ValueError,
+      r'the initializer of kernel must return shape \(3, 4, 5\), got shape \(2,\)',
+    ),
+  ],
+)
+def test_bad_initializer(init, error, match, key):
+  with pytest.raises(error, match=f'PerPositionDense: {match}'):
+    fd.PerPositionDense(5, kernel_init=init).init(key, jnp.ones((2, 3, 4)))
+  with pytest.raises(error, match=f'PerPositionDense: {match}'):
+    fd.nnx.PerPositionDense(3, 4, 5, kernel_init=init, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize('shape', [(2, 6, 4), (2, 5, 7)])

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import flax_dense as fd
 from flax_dense.functional import dropout
@@ -28,7 +29,7 @@ def normal(shape):
   return jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
 
 
-@pytest.mark.parametrize('rate', [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize('rate', [0.0, 0.3, 0.5, 0.99])
 @pytest.mark.parametrize(
   'shape,noise_shape',
   [
@@ -165,12 +166,28 @@ def test_identity_when_deterministic_or_rate_zero_without_rng(key):
   )
 
 
-def test_rate_one_zeroes_everything_with_finite_gradient(key):
-  x = normal((3, 4))
-  layer = fd.Dropout(1.0, deterministic=False)
-  np.testing.assert_array_equal(layer.apply({}, x), jnp.zeros_like(x))
-  grads = jax.grad(lambda x: layer.apply({}, x).sum())(x)
-  np.testing.assert_array_equal(grads, jnp.zeros_like(x))
+@pytest.mark.parametrize(
+  'drop',
+  [
+    lambda x, key: fd.Dropout(1.0, deterministic=False).apply(
+      {}, x, rngs={'dropout': key}
+    ),
+    lambda x, key: dropout(x, 1.0, key),
+    lambda x, key: fd.nnx.Dropout(1.0, rngs=nnx.Rngs(0))(x),
+  ],
+)
+def test_rate_one_is_refused_everywhere(drop, key):
+  # A rate of 1 keeps nothing: there is no 1 / (1 - rate) to rescale by.
+  with pytest.raises(ValueError, match=r'rate must be a float in \[0, 1\)'):
+    drop(normal((3, 4)), key)
+
+
+def test_rate_just_below_one_keeps_a_few_scaled_entries(key):
+  x = jnp.ones((100, 100))
+  y = fd.Dropout(0.99, deterministic=False).apply({}, x, rngs={'dropout': key})
+  kept = np.asarray(y)[np.asarray(y) != 0]
+  assert 0 < kept.size < 300
+  np.testing.assert_allclose(kept, 100.0, rtol=1e-4)
 
 
 def test_keeps_dtype(key):
@@ -218,11 +235,11 @@ def test_jit_vmap_grad_and_summary(key):
     (
       fd.Dropout(-0.1),
       (2,),
-      r'Dropout: rate must be a float in \[0, 1\].*-0.1',
+      r'Dropout: rate must be a float in \[0, 1\).*-0.1',
     ),
-    (fd.Dropout(1.5), (2,), r'rate must be a float in \[0, 1\].*1.5'),
-    (fd.Dropout('0.5'), (2,), r"rate must be a float in \[0, 1\].*'0.5'"),
-    (fd.Dropout(float('nan')), (2,), r'rate must be a float in \[0, 1\]'),
+    (fd.Dropout(1.5), (2,), r'rate must be a float in \[0, 1\).*1.5'),
+    (fd.Dropout('0.5'), (2,), r"rate must be a float in \[0, 1\).*'0.5'"),
+    (fd.Dropout(float('nan')), (2,), r'rate must be a float in \[0, 1\)'),
     (
       fd.Dropout(0.5, noise_shape=(None, 1)),
       (2, 3, 4),
@@ -256,7 +273,9 @@ def test_jit_vmap_grad_and_summary(key):
   ],
 )
 def test_errors(layer, shape, match):
-  with pytest.raises(ValueError, match=match):
+  # A wrong type is a TypeError, a bad value of the right type a ValueError.
+  wrong_type = "'0.5'" in match or 'noise_shape must be None or' in match
+  with pytest.raises(TypeError if wrong_type else ValueError, match=match):
     layer.apply({}, ones(shape), deterministic=True)
 
 

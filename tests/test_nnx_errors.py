@@ -304,14 +304,20 @@ def test_nnx_dropout_mode_is_a_bool():
   with pytest.raises(ValueError, match=r'Dropout: deterministic must be given'):
     fd.Dropout(0.5).apply({}, ones((2,)))
   with pytest.raises(
-    ValueError,
-    match=re.escape('Dropout: deterministic must be True or False, got None.'),
+    TypeError,
+    match=re.escape(
+      'Dropout: deterministic must be True or False (a bool), got None of'
+      ' type NoneType.'
+    ),
   ):
     fd.nnx.Dropout(0.5, deterministic=None)
   layer = fd.nnx.Dropout(0.5, deterministic=True)
   with pytest.raises(
-    ValueError,
-    match=re.escape("Dropout: deterministic must be True or False, got 'no'."),
+    TypeError,
+    match=re.escape(
+      "Dropout: deterministic must be True or False (a bool), got 'no' of"
+      ' type str.'
+    ),
   ):
     layer(ones((2,)), deterministic='no')
 
@@ -461,11 +467,9 @@ def test_initializer_of_the_wrong_shape(make, layer, param, shape):
 @pytest.mark.parametrize('init', ['kernel_init', 'bias_init'])
 def test_initializer_that_is_not_callable(init):
   with pytest.raises(
-    ValueError,
-    match=re.escape(
-      f'PerPositionDense: {init} must be an initializer, got'
-      " 'glorot' of type str."
-    ),
+    TypeError,
+    match=rf"PerPositionDense: {init} must be an initializer, .* got 'glorot'"
+    ' of type str.',
   ):
     fd.nnx.PerPositionDense(3, 4, 5, rngs=rngs(), **{init: 'glorot'})
 

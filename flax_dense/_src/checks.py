@@ -5,6 +5,16 @@ here, so a mistake reads the same whichever API made it. A message names
 the layer (or function), the argument, what was expected and what was
 given. These checks run on static values (Python numbers, shapes) before
 any math; invariants of the pure core use ``chex`` asserts instead.
+
+The typed checks follow Python's convention: an argument of the wrong type
+raises ``TypeError``, one of the right type with a bad value ``ValueError``.
+
+- A flag is ``bool`` or a NumPy bool only: a string such as ``'False'`` is
+  truthy, so taking it would silently flip the flag.
+- An integer is a Python or NumPy integer, never a bool, a float (even
+  ``3.0``), a string or a list.
+- A real number is a Python or NumPy integer or float, never a bool (a rate
+  of ``True`` is a mistake, not 1.0), a complex number, a string or ``None``.
 """
 
 import math
@@ -15,77 +25,306 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import meta
+from flax.typing import Initializer
 
 #: The two layouts of Keras's ``data_format`` argument.
 DATA_FORMATS = ('channels_last', 'channels_first')
 
 
-def check_positive_int(value: Any, layer: str, name: str) -> None:
-  """Raises our own error unless ``value`` is a positive ``int`` (not a bool)."""
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(
-      f'{layer}: {name} must be a positive integer, got {value!r}.'
+def _given(value: Any) -> str:
+  """``value`` and its type, as the messages show what was given."""
+  return f'{value!r} of type {type(value).__name__}'
+
+
+def is_bool(value: Any) -> bool:
+  """Whether ``value`` is a Python or NumPy bool."""
+  return isinstance(value, bool | np.bool_)
+
+
+def is_int(value: Any) -> bool:
+  """Whether ``value`` is a Python or NumPy integer (not a bool)."""
+  return isinstance(value, numbers.Integral | np.integer) and not is_bool(value)
+
+
+def is_real(value: Any) -> bool:
+  """Whether ``value`` is a Python or NumPy integer or float (not a bool)."""
+  return isinstance(value, numbers.Real | np.integer | np.floating) and not (
+    is_bool(value)
+  )
+
+
+def check_bool(value: Any, layer: str, name: str) -> bool:
+  """``value`` as a ``bool`` if it is ``True``/``False`` or a NumPy bool.
+
+  Raises:
+    TypeError: for anything else, e.g. the truthy string ``'False'`` or 1.
+  """
+  if not is_bool(value):
+    raise TypeError(
+      f'{layer}: {name} must be True or False (a bool), got {_given(value)}.'
     )
+  return bool(value)
 
 
-def check_bool(value: Any, layer: str, name: str) -> None:
-  """Raises our own error unless ``value`` is ``True`` or ``False``."""
-  if not isinstance(value, bool):
-    raise ValueError(f'{layer}: {name} must be True or False, got {value!r}.')
+def check_int(
+  value: Any, layer: str, name: str, minimum: int | None = None
+) -> int:
+  """``value`` as an ``int`` if it is an integer of at least ``minimum``.
+
+  Raises:
+    TypeError: unless ``value`` is a Python or NumPy integer (not a bool).
+    ValueError: if it is below ``minimum``.
+  """
+  expected = {None: 'an integer', 0: 'a non-negative integer'}.get(
+    minimum,
+    'a positive integer' if minimum == 1 else f'an integer >= {minimum}',
+  )
+  if not is_int(value):
+    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
+  if minimum is not None and value < minimum:
+    raise ValueError(f'{layer}: {name} must be {expected}, got {value!r}.')
+  return int(value)
 
 
-def check_rate(rate: Any, layer: str) -> None:
-  """Raises our own error unless ``rate`` is a real number in [0, 1]."""
-  if (
-    isinstance(rate, bool)
-    or not isinstance(rate, numbers.Real)
-    or not 0 <= rate <= 1
-  ):
-    raise ValueError(
-      f'{layer}: rate must be a float in [0, 1] (the fraction of inputs to'
-      f' drop), got {rate!r}.'
-    )
+def check_positive_int(value: Any, layer: str, name: str) -> int:
+  """``value`` as an ``int`` if it is a positive integer.
+
+  Raises:
+    TypeError: unless ``value`` is a Python or NumPy integer (not a bool).
+    ValueError: if it is 0 or negative.
+  """
+  return check_int(value, layer, name, minimum=1)
+
+
+def check_real(
+  value: Any,
+  layer: str,
+  name: str,
+  expected: str = 'a real number',
+  *,
+  minimum: float | None = None,
+  maximum: float | None = None,
+  below_maximum: bool = False,
+  allow_nan: bool = False,
+  allow_inf: bool = False,
+) -> float:
+  """``value`` as a ``float`` if it is a real number in the given range.
+
+  Args:
+    value: the argument.
+    layer: the layer or function, named in the message.
+    name: the argument's name.
+    expected: what the message says is expected.
+    minimum: the smallest value allowed, or ``None``.
+    maximum: the largest value allowed (excluded with ``below_maximum``),
+      or ``None``.
+    below_maximum: whether ``maximum`` itself is excluded.
+    allow_nan: whether NaN is allowed.
+    allow_inf: whether infinities are allowed.
+
+  Raises:
+    TypeError: unless ``value`` is a Python or NumPy integer or float (a
+      bool, a complex number, a string and ``None`` are not).
+    ValueError: for NaN, an infinity or a value out of range, unless
+      allowed.
+  """
+  if not is_real(value):
+    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
+  number = float(value)
+  bad = (math.isnan(number) and not allow_nan) or (
+    math.isinf(number) and not allow_inf
+  )
+  if not math.isnan(number):
+    bad = bad or (minimum is not None and number < minimum)
+    if maximum is not None:
+      bad = bad or number > maximum or (below_maximum and number == maximum)
+  if bad:
+    raise ValueError(f'{layer}: {name} must be {expected}, got {value!r}.')
+  return number
+
+
+def check_rate(rate: Any, layer: str, name: str = 'rate') -> float:
+  """``rate`` as a float if it is a real number in [0, 1).
+
+  A rate of 1 would drop everything (and cannot be rescaled by
+  ``1 / (1 - rate)``), so it is refused like a rate outside [0, 1].
+
+  Raises:
+    TypeError: unless ``rate`` is a real number (not a bool).
+    ValueError: unless ``0 <= rate < 1``.
+  """
+  return check_real(
+    rate,
+    layer,
+    name,
+    'a float in [0, 1) (the fraction of inputs to drop)',
+    minimum=0.0,
+    maximum=1.0,
+    below_maximum=True,
+  )
 
 
 def check_factor(value: Any, name: str, layer: str) -> float:
-  """``value`` as a float, if it is a non-negative finite real number."""
-  if (
-    isinstance(value, bool)
-    or not isinstance(value, numbers.Real)
-    or not math.isfinite(value)
-    or value < 0
-  ):
-    raise ValueError(
-      f'{layer}: {name} must be a non-negative finite float, got {value!r}.'
-    )
-  return float(value)
+  """``value`` as a float, if it is a non-negative finite real number.
+
+  Raises:
+    TypeError: unless ``value`` is a real number (not a bool).
+    ValueError: if it is negative, infinite or NaN.
+  """
+  return check_real(
+    value, layer, name, 'a non-negative finite float', minimum=0.0
+  )
 
 
-def check_data_format(data_format: Any, layer: str) -> None:
-  """Raises our own error for a ``data_format`` Keras would not accept."""
-  if data_format not in DATA_FORMATS:
-    raise ValueError(
-      f'{layer}: data_format must be one of {DATA_FORMATS}, got'
-      f' {data_format!r}.'
+def check_string(
+  value: Any, layer: str, name: str, choices: Sequence[str]
+) -> str:
+  """``value`` if it is one of the strings ``choices``.
+
+  Raises:
+    TypeError: unless ``value`` is a string.
+    ValueError: for a string not among ``choices``.
+  """
+  if not isinstance(value, str):
+    raise TypeError(
+      f'{layer}: {name} must be one of {tuple(choices)}, got {_given(value)}.'
     )
+  if value not in choices:
+    raise ValueError(
+      f'{layer}: {name} must be one of {tuple(choices)}, got {value!r}.'
+    )
+  return value
+
+
+def check_str(value: Any, layer: str, name: str) -> str:
+  """``value`` if it is a string (e.g. the name of an rng stream).
+
+  Raises:
+    TypeError: unless ``value`` is a string.
+  """
+  if not isinstance(value, str):
+    raise TypeError(f'{layer}: {name} must be a string, got {_given(value)}.')
+  return value
+
+
+def check_data_format(data_format: Any, layer: str) -> str:
+  """``data_format`` if Keras would accept it.
+
+  Raises:
+    TypeError: unless ``data_format`` is a string.
+    ValueError: for a string other than ``'channels_last'`` and
+      ``'channels_first'``.
+  """
+  return check_string(data_format, layer, 'data_format', DATA_FORMATS)
 
 
 def check_callable(value: Any, layer: str, name: str, expected: str) -> None:
-  """Raises our own error unless ``value`` is callable."""
+  """Raises ``TypeError`` unless ``value`` is callable."""
   if not callable(value):
-    raise ValueError(
-      f'{layer}: {name} must be {expected}, got {value!r} of type'
-      f' {type(value).__name__}.'
-    )
+    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
+
+
+def check_initializer(value: Any, layer: str, name: str) -> None:
+  """Raises ``TypeError`` unless ``value`` is an initializer (a callable).
+
+  Names such as ``'glorot_uniform'`` are Keras's; here an initializer is a
+  function ``init(key, shape, dtype)``, e.g. from ``jax.nn.initializers``.
+  """
+  check_callable(
+    value,
+    layer,
+    name,
+    'an initializer, a function init(key, shape, dtype) such as'
+    ' jax.nn.initializers.glorot_uniform() (not a name)',
+  )
 
 
 def check_regularizer(regularizer: Any, layer: str) -> None:
-  """Raises our own error for an ``activity_regularizer`` we cannot call."""
+  """Raises ``TypeError`` for an ``activity_regularizer`` we cannot call."""
   if regularizer is not None and not callable(regularizer):
-    raise ValueError(
+    raise TypeError(
       f'{layer}: activity_regularizer must be None or a function from the'
-      f' outputs to a scalar (e.g. fd.l1_l2(l2=0.01)), got {regularizer!r}.'
+      f' outputs to a scalar (e.g. fd.l1_l2(l2=0.01)), got'
+      f' {_given(regularizer)}.'
     )
+
+
+def check_int_tuple(value: Any, layer: str, name: str) -> tuple[int, ...]:
+  """``value`` as a tuple of ints if it is a sequence of integers.
+
+  Raises:
+    TypeError: unless ``value`` is a tuple or list of Python or NumPy
+      integers (a single integer, a string or ``None`` is not).
+  """
+  if not isinstance(value, tuple | list) or not all(map(is_int, value)):
+    raise TypeError(
+      f'{layer}: {name} must be a tuple of integers, got {_given(value)}.'
+    )
+  return tuple(int(entry) for entry in value)
+
+
+def check_axes(value: Any, layer: str, name: str = 'axis') -> int | tuple:
+  """``value`` as an int or a tuple of ints, an axis or axes.
+
+  Raises:
+    TypeError: unless ``value`` is an integer or a tuple or list of them.
+  """
+  if is_int(value):
+    return int(value)
+  if not isinstance(value, tuple | list) or not all(map(is_int, value)):
+    raise TypeError(
+      f'{layer}: {name} must be an integer or a tuple of integers, got'
+      f' {_given(value)}.'
+    )
+  return tuple(int(entry) for entry in value)
+
+
+def check_permutation(dims: Any, layer: str) -> tuple[int, ...]:
+  """Keras's 1-based ``dims`` of ``Permute``: a permutation of ``1..n``.
+
+  Raises:
+    TypeError: unless ``dims`` is a tuple or list of integers.
+    ValueError: unless it is a permutation of ``1..len(dims)`` (0-based
+      dims such as ``(0, 1)`` are refused, not taken as another transpose).
+  """
+  dims = check_int_tuple(dims, layer, 'dims')
+  if sorted(dims) != list(range(1, len(dims) + 1)):
+    raise ValueError(
+      f'{layer}: dims must be a permutation of 1..{len(dims)} (1-based,'
+      f' the batch axis excluded), got {dims}.'
+    )
+  return dims
+
+
+def is_empty_dim(size: Any) -> bool:
+  """Whether the dimension ``size`` is 0; a symbolic dimension never is.
+
+  Shape checks go through this instead of comparing a dimension with 0, so
+  that ``jax.export`` with a symbolic size traces them.
+  """
+  return is_int(size) and size == 0
+
+
+def check_nonempty_axes(
+  layer: str, inputs_shape: tuple[Any, ...], axes: dict[str, Any]
+) -> None:
+  """Raises our own ``ValueError`` when one of the named sizes is 0.
+
+  A layer cannot build weights for 0 positions or features (its
+  initializer would divide by the fan); batch axes may be empty.
+
+  Args:
+    layer: the layer, named in the message.
+    inputs_shape: the shape of the inputs, shown in the message.
+    axes: the sizes by the names the layout gives them.
+  """
+  for name, size in axes.items():
+    if is_empty_dim(size):
+      raise ValueError(
+        f'{layer}: inputs of shape {tuple(inputs_shape)} have 0 {name}; the'
+        f' layer needs at least one.'
+      )
 
 
 def check_rank(inputs: jax.Array, rank: int, layout: str, layer: str) -> None:
@@ -109,14 +348,48 @@ def check_min_rank(
 
 
 def check_weight_shape(
-  layer: str, name: str, value: jax.Array, shape: Sequence[int]
+  layer: str, name: str, value: Any, shape: Sequence[int]
 ) -> None:
-  """Raises our own error when an initializer gave the wrong shape."""
-  if tuple(value.shape) != tuple(shape):
+  """Raises our own error when an initializer gave the wrong shape.
+
+  ``value`` may be boxed by ``nn.with_logical_partitioning`` or
+  ``nnx.with_partitioning``; the array inside is checked.
+  """
+  if isinstance(value, meta.AxisMetadata):
+    value = value.unbox()
+  value = getattr(value, 'raw_value', value)
+  if tuple(np.shape(value)) != tuple(shape):
     raise ValueError(
       f'{layer}: the initializer of {name} must return shape {tuple(shape)},'
-      f' got shape {tuple(value.shape)}.'
+      f' got shape {tuple(np.shape(value))}.'
     )
+
+
+def checked_initializer(init: Any, layer: str, name: str) -> Initializer:
+  """``init``, checked to be callable and to return the shape asked for.
+
+  The one place both front ends make a parameter through: linen passes the
+  result to ``self.param``, NNX calls it in ``make_param``. A box from
+  ``nn.with_logical_partitioning`` or ``nnx.with_partitioning`` is returned
+  as the initializer gave it.
+
+  Args:
+    init: the initializer, ``init(key, shape, dtype) -> array``.
+    layer: the layer, named in the messages.
+    name: the parameter, e.g. ``'kernel'``; the field is ``name + '_init'``.
+
+  Raises:
+    TypeError: at once, if ``init`` is not callable.
+    ValueError: when called, if ``init`` returns another shape.
+  """
+  check_initializer(init, layer, f'{name}_init')
+
+  def checked(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32):
+    value = init(key, shape, dtype)
+    check_weight_shape(layer, name, value, shape)
+    return value
+
+  return checked
 
 
 # ---------------------------------------------------------------------------
@@ -137,6 +410,11 @@ def per_position_dense_kernel_shape(
       f' with rank >= 2, got shape {inputs_shape}.'
     )
   positions, in_features = inputs_shape[-2:]
+  check_nonempty_axes(
+    'PerPositionDense',
+    inputs_shape,
+    {'positions': positions, 'features': in_features},
+  )
   kernel_shape = (positions, in_features, features)
   if built_shape is not None and tuple(built_shape) != kernel_shape:
     raise ValueError(
@@ -161,6 +439,7 @@ def const_product_size(
       ' scalar.'
     )
   size = inputs_shape[-1]
+  check_nonempty_axes('ConstProduct', inputs_shape, {'features': size})
   if built_shape is not None and tuple(built_shape) != (size,):
     raise ValueError(
       f'ConstProduct: inputs of shape {inputs_shape} have {size} features'
@@ -222,6 +501,7 @@ def multi_io_kernel_shape(
       'MultiIODense: a and b must have the same leading (batch) axes, got'
       f' shapes {a_shape} and {b_shape}.'
     )
+  check_nonempty_axes('MultiIODense', a_shape, {'features of a': a_shape[-1]})
   kernel_shape = (a_shape[-1], features)
   if built_shape is not None and tuple(built_shape) != kernel_shape:
     raise ValueError(
@@ -297,24 +577,21 @@ def valid_output_length(
 
 
 def single_positive_int(value: Any, layer: str, name: str) -> int:
-  """A positive int given as Keras accepts it: ``3``, ``(3,)`` or ``[3]``."""
+  """A positive int given as Keras accepts it: ``3``, ``(3,)`` or ``[3]``.
+
+  Raises:
+    TypeError: unless ``value`` is an integer or a tuple or list of one.
+    ValueError: if the integer is not positive.
+  """
   single = value[0] if isinstance(value, tuple | list) and value else value
-  if (
-    isinstance(value, tuple | list) and len(value) != 1
-  ) or not _is_positive_int(single):
-    raise ValueError(
+  if (isinstance(value, tuple | list) and len(value) != 1) or not is_int(
+    single
+  ):
+    raise TypeError(
       f'{layer}: {name} must be a positive integer or a tuple of one, got'
-      f' {value!r}.'
+      f' {_given(value)}.'
     )
-  return int(single)
-
-
-def _is_positive_int(value: Any) -> bool:
-  return (
-    isinstance(value, numbers.Integral)
-    and not isinstance(value, bool)
-    and value >= 1
-  )
+  return check_positive_int(single, layer, name)
 
 
 def locally_connected_1d_options(
@@ -329,14 +606,20 @@ def locally_connected_1d_options(
   """Checks ``LocallyConnected1D``'s options; ``(kernel_size, strides)``.
 
   Raises:
-    ValueError: for a size that is not a positive integer (or a tuple of
-      one), a ``padding`` other than ``'valid'``, or an unknown
-      ``data_format``.
+    TypeError: for a size that is not an integer (or a tuple of one), a
+      ``padding`` or ``data_format`` that is not a string, or a
+      ``use_bias`` that is not a bool.
+    ValueError: for a size that is not positive, a ``padding`` other than
+      ``'valid'``, or an unknown ``data_format``.
   """
   check_positive_int(filters, layer, 'filters')
   kernel_size = single_positive_int(kernel_size, layer, 'kernel_size')
   strides = single_positive_int(strides, layer, 'strides')
-  if not isinstance(padding, str) or padding.lower() != 'valid':
+  if not isinstance(padding, str):
+    raise TypeError(
+      f"{layer}: padding must be the string 'valid', got {_given(padding)}."
+    )
+  if padding.lower() != 'valid':
     raise ValueError(
       f"{layer}: padding must be 'valid' (no padding), the only padding of"
       " Keras 2's LocallyConnected1D with its default implementation=1,"
@@ -386,6 +669,7 @@ def locally_connected_1d_kernel_shape(
   input_length, in_features = inputs_shape[-2:]
   if data_format == 'channels_first':
     input_length, in_features = in_features, input_length
+  check_nonempty_axes(layer, inputs_shape, {'features': in_features})
   length = valid_output_length(input_length, kernel_size, strides)
   if length < 1:
     raise ValueError(

@@ -107,6 +107,7 @@ class Reshape(nn.Module):
       ``(B, *target_shape)`` with the ``-1`` inferred.
 
     Raises:
+      TypeError: if ``target_shape`` is not a tuple or list of integers.
       ValueError: if ``target_shape`` has more than one ``-1``, a size below
         ``-1``, or a size other than that of one example; or if ``inputs``
         is a scalar.
@@ -147,6 +148,7 @@ class Permute(nn.Module):
       ``(B, S_dims[0], ..., S_dims[n-1])``.
 
     Raises:
+      TypeError: if ``dims`` is not a tuple or list of integers.
       ValueError: if ``dims`` is not a permutation of ``1..n``, or
         ``inputs`` does not have rank ``n + 1``.
     """
@@ -184,6 +186,7 @@ class Flatten(nn.Module):
       ``(B, N)`` with ``N`` the size of one example (1 for ``(B,)`` inputs).
 
     Raises:
+      TypeError: if ``data_format`` is not a string.
       ValueError: for an unknown ``data_format`` or scalar inputs.
     """
     return flatten_layer(jnp.asarray(inputs), self.data_format)
@@ -215,8 +218,8 @@ class RepeatVector(nn.Module):
       ``(B, n, F)``.
 
     Raises:
-      ValueError: if ``n`` is not a positive integer or ``inputs`` is not of
-        rank 2.
+      TypeError: if ``n`` is not an integer (a bool, float or string).
+      ValueError: if ``n`` is not positive or ``inputs`` is not of rank 2.
     """
     return repeat_vector_layer(jnp.asarray(inputs), self.n)
 
@@ -255,7 +258,7 @@ class Lambda(nn.Module):
       ``function(*inputs, **kwargs)``.
 
     Raises:
-      ValueError: if ``function`` is not callable.
+      TypeError: if ``function`` is not callable.
     """
     checks.check_callable(self.function, 'Lambda', 'function', 'a callable')
     return self.function(*inputs, **kwargs)

@@ -93,21 +93,23 @@ class PerPositionDense(nn.Module):
       ValueError: if ``inputs`` has rank below 2, or P or D differ from the
         shape the parameters were built for.
     """
-    activation = resolve_activation(self.activation, 'PerPositionDense')
-    checks.check_regularizer(self.activity_regularizer, 'PerPositionDense')
-    checks.check_positive_int(self.features, 'PerPositionDense', 'features')
+    layer = 'PerPositionDense'
+    activation = resolve_activation(self.activation, layer)
+    checks.check_regularizer(self.activity_regularizer, layer)
+    checks.check_positive_int(self.features, layer, 'features')
+    use_bias = checks.check_bool(self.use_bias, layer, 'use_bias')
+    kernel_init = checks.checked_initializer(self.kernel_init, layer, 'kernel')
+    bias_init = checks.checked_initializer(self.bias_init, layer, 'bias')
     inputs = jnp.asarray(inputs)
     kernel_shape = checks.per_position_dense_kernel_shape(
       inputs.shape, self.features, stored_shape(self, 'params', 'kernel')
     )
-    kernel = self.param(
-      'kernel', self.kernel_init, kernel_shape, self.param_dtype
-    )
+    kernel = self.param('kernel', kernel_init, kernel_shape, self.param_dtype)
     bias = None
-    if self.use_bias:
+    if use_bias:
       bias = self.param(
         'bias',
-        self.bias_init,
+        bias_init,
         (kernel_shape[0], self.features),
         self.param_dtype,
       )

@@ -25,6 +25,10 @@ def _drop(
 ) -> jax.Array:
   """The dropout of ``module``, honouring its ``deterministic`` and rng."""
   layer = type(module).__name__
+  for given in (module.deterministic, deterministic):
+    if given is not None:
+      checks.check_bool(given, layer, 'deterministic')
+  checks.check_str(module.rng_collection, layer, 'rng_collection')
   if (module.deterministic is None) == (deterministic is None):
     raise ValueError(
       f'{layer}: deterministic must be given exactly once, as a field'
@@ -37,7 +41,7 @@ def _drop(
   )
   if deterministic:
     return inputs
-  if rng is None and 0.0 < module.rate < 1.0:
+  if rng is None and module.rate > 0.0:
     rng = module.make_rng(module.rng_collection)
   return dropout(inputs, module.rate, rng, noise_shape)
 
@@ -68,7 +72,7 @@ class Dropout(nn.Module):
     True
 
   Attributes:
-    rate: fraction of the inputs to drop, a float in [0, 1].
+    rate: fraction of the inputs to drop, a float in [0, 1).
     noise_shape: ``None`` or the shape of the drop decisions, one entry per
       input axis (batch included), each ``None``, ``1`` or the input's size.
     deterministic: if true the layer is the identity; give it here or when
@@ -104,7 +108,9 @@ class Dropout(nn.Module):
       shape and dtype.
 
     Raises:
-      ValueError: if ``rate`` is outside [0, 1], ``noise_shape`` does not
+      TypeError: if ``rate`` is not a real number, ``noise_shape`` not a
+        tuple of integers or ``None``, or ``deterministic`` not a bool.
+      ValueError: if ``rate`` is outside [0, 1), ``noise_shape`` does not
         fit the inputs, or ``deterministic`` is given twice or never.
     """
     checks.check_rate(self.rate, 'Dropout')
@@ -142,7 +148,9 @@ class _SpatialDropout(nn.Module):
       The inputs with dropped feature maps zeroed and the others scaled.
 
     Raises:
-      ValueError: if ``rate`` is outside [0, 1], ``data_format`` is unknown,
+      TypeError: if ``rate`` is not a real number, ``data_format`` not a
+        string or ``deterministic`` not a bool.
+      ValueError: if ``rate`` is outside [0, 1), ``data_format`` is unknown,
         the inputs do not have rank ``spatial_ndim + 2``, or
         ``deterministic`` is given twice or never.
     """
@@ -173,7 +181,7 @@ class SpatialDropout1D(_SpatialDropout):
     True
 
   Attributes:
-    rate: fraction of the feature maps to drop, a float in [0, 1].
+    rate: fraction of the feature maps to drop, a float in [0, 1).
     data_format: ``'channels_last'`` for ``(B, T, C)`` inputs (Keras's only
       layout for this layer) or ``'channels_first'`` for ``(B, C, T)``.
     deterministic: if true the layer is the identity; give it here or when
@@ -201,7 +209,7 @@ class SpatialDropout2D(_SpatialDropout):
     True
 
   Attributes:
-    rate: fraction of the feature maps to drop, a float in [0, 1].
+    rate: fraction of the feature maps to drop, a float in [0, 1).
     data_format: ``'channels_last'`` for ``(B, H, W, C)`` inputs or
       ``'channels_first'`` for ``(B, C, H, W)``.
     deterministic: if true the layer is the identity; give it here or when
@@ -229,7 +237,7 @@ class SpatialDropout3D(_SpatialDropout):
     True
 
   Attributes:
-    rate: fraction of the feature maps to drop, a float in [0, 1].
+    rate: fraction of the feature maps to drop, a float in [0, 1).
     data_format: ``'channels_last'`` for ``(B, D1, D2, D3, C)`` inputs or
       ``'channels_first'`` for ``(B, C, D1, D2, D3)``.
     deterministic: if true the layer is the identity; give it here or when

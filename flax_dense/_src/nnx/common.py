@@ -36,11 +36,8 @@ def make_param(
   The initializer may be wrapped by ``nnx.with_partitioning``: its sharding
   metadata then travels with the variable.
   """
-  checks.check_callable(init, layer, f'{name}_init', 'an initializer')
-  value = init(rngs.params(), shape, param_dtype)
-  raw = value.raw_value if isinstance(value, nnx.VariableMetadata) else value
-  checks.check_weight_shape(layer, name, raw, shape)
-  return nnx.Param(value, **(metadata or {}))
+  init = checks.checked_initializer(init, layer, name)
+  return nnx.Param(init(rngs.params(), shape, param_dtype), **(metadata or {}))
 
 
 def sow_activity_loss(

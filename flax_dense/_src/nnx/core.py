@@ -70,7 +70,9 @@ class Reshape(nnx.Module):
   """
 
   def __init__(self, target_shape: Sequence[int]):
-    self.target_shape = tuple(target_shape)
+    self.target_shape = checks.check_int_tuple(
+      target_shape, 'Reshape', 'target_shape'
+    )
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Reshapes ``(B, ...)`` inputs to ``(B, *target_shape)``."""
@@ -93,7 +95,7 @@ class Permute(nnx.Module):
   """
 
   def __init__(self, dims: Sequence[int]):
-    self.dims = tuple(dims)
+    self.dims = checks.check_permutation(dims, 'Permute')
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Permutes ``(B, S_1, ..., S_n)`` to ``(B, S_dims[0], ...)``."""
@@ -139,8 +141,7 @@ class RepeatVector(nnx.Module):
   """
 
   def __init__(self, n: int):
-    checks.check_positive_int(n, 'RepeatVector', 'n')
-    self.n = n
+    self.n = checks.check_positive_int(n, 'RepeatVector', 'n')
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Repeats ``(B, F)`` inputs to ``(B, n, F)``."""

@@ -34,8 +34,9 @@ class _DropoutBase(nnx.Module):
 
   def __init__(self, rate, deterministic, rng_collection, rngs):
     layer = type(self).__name__
-    checks.check_rate(rate, layer)
-    checks.check_bool(deterministic, layer, 'deterministic')
+    rate = checks.check_rate(rate, layer)
+    deterministic = checks.check_bool(deterministic, layer, 'deterministic')
+    checks.check_str(rng_collection, layer, 'rng_collection')
     self.rate = rate
     self.deterministic = deterministic
     self.rng_collection = rng_collection
@@ -51,11 +52,10 @@ class _DropoutBase(nnx.Module):
     layer = type(self).__name__
     if deterministic is None:
       deterministic = self.deterministic
-    checks.check_bool(deterministic, layer, 'deterministic')
-    if deterministic:
+    if checks.check_bool(deterministic, layer, 'deterministic'):
       return inputs
-    if self.rate in (0.0, 1.0):  # no draw: the identity, or zeros
-      return dropout(inputs, self.rate, None)
+    if self.rate == 0.0:  # the identity, no draw
+      return inputs
     rngs = self.rngs if rngs is None else rngs
     if isinstance(rngs, nnx.Rngs):
       key = rngs[self.rng_collection]()
@@ -97,7 +97,7 @@ class Dropout(_DropoutBase):
     True
 
   Args:
-    rate: fraction of the inputs to drop, a float in [0, 1].
+    rate: fraction of the inputs to drop, a float in [0, 1).
     noise_shape: ``None`` or the shape of the drop decisions, one entry per
       input axis (batch included), each ``None``, ``1`` or the input's size.
     deterministic: if true the layer is the identity.
@@ -200,7 +200,7 @@ class SpatialDropout1D(_SpatialDropout):
     True
 
   Args:
-    rate: fraction of the feature maps to drop, a float in [0, 1].
+    rate: fraction of the feature maps to drop, a float in [0, 1).
     data_format: ``'channels_last'`` for ``(B, T, C)`` inputs or
       ``'channels_first'`` for ``(B, C, T)``.
     deterministic: if true the layer is the identity.
@@ -225,7 +225,7 @@ class SpatialDropout2D(_SpatialDropout):
     True
 
   Args:
-    rate: fraction of the feature maps to drop, a float in [0, 1].
+    rate: fraction of the feature maps to drop, a float in [0, 1).
     data_format: ``'channels_last'`` for ``(B, H, W, C)`` inputs or
       ``'channels_first'`` for ``(B, C, H, W)``.
     deterministic: if true the layer is the identity.
@@ -250,7 +250,7 @@ class SpatialDropout3D(_SpatialDropout):
     True
 
   Args:
-    rate: fraction of the feature maps to drop, a float in [0, 1].
+    rate: fraction of the feature maps to drop, a float in [0, 1).
     data_format: ``'channels_last'`` for ``(B, D1, D2, D3, C)`` inputs or
       ``'channels_first'`` for ``(B, C, D1, D2, D3)``.
     deterministic: if true the layer is the identity.

@@ -4,7 +4,6 @@ the checked batched layer both front ends call."""
 import math
 from collections.abc import Sequence
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -26,14 +25,12 @@ def resolve_target_shape(
     ``target_shape`` with the ``-1`` replaced by the size it must have.
 
   Raises:
-    ValueError: for more than one ``-1``, a size below ``-1`` or not an
-      integer, or a total size that differs from the example's.
+    TypeError: if ``target_shape`` is not a tuple or list of integers.
+    ValueError: for more than one ``-1``, a size below ``-1``, or a total
+      size that differs from the example's.
   """
-  target_shape = tuple(target_shape)
-  if any(
-    isinstance(size, bool) or not isinstance(size, int) or size < -1
-    for size in target_shape
-  ):
+  target_shape = checks.check_int_tuple(target_shape, layer, 'target_shape')
+  if any(size < -1 for size in target_shape):
     raise ValueError(
       f'{layer}: target_shape must hold non-negative integers and at most'
       f' one -1, got {target_shape}.'
@@ -68,8 +65,14 @@ def reshape(inputs: jax.Array, target_shape: Sequence[int]) -> jax.Array:
 
   Returns:
     ``inputs`` with shape ``target_shape``.
+
+  Raises:
+    TypeError: if ``target_shape`` is not a tuple or list of integers.
+    ValueError: if it does not fit the size of ``inputs``.
   """
-  return jnp.reshape(inputs, tuple(target_shape))
+  inputs = jnp.asarray(inputs)
+  target_shape = resolve_target_shape(inputs.shape, target_shape, 'reshape')
+  return jnp.reshape(inputs, target_shape)
 
 
 def permute(inputs: jax.Array, dims: Sequence[int]) -> jax.Array:
@@ -82,9 +85,19 @@ def permute(inputs: jax.Array, dims: Sequence[int]) -> jax.Array:
 
   Returns:
     ``(S_dims[0], ..., S_dims[n-1])``.
+
+  Raises:
+    TypeError: if ``dims`` is not a tuple or list of integers.
+    ValueError: if ``dims`` is not a permutation of ``1..n`` (0-based dims
+      are refused) or ``inputs`` does not have rank ``n``.
   """
-  chex.assert_rank(
-    inputs, len(dims), custom_message='permute: one axis per entry of dims.'
+  dims = checks.check_permutation(dims, 'permute')
+  inputs = jnp.asarray(inputs)
+  checks.check_rank(
+    inputs,
+    len(dims),
+    f'one example of rank {len(dims)}, dims={dims}',
+    'permute',
   )
   return jnp.transpose(inputs, [dim - 1 for dim in dims])
 
@@ -100,7 +113,13 @@ def flatten(inputs: jax.Array, data_format: str = 'channels_last') -> jax.Array:
 
   Returns:
     ``(S_1 * ... * S_n,)``; a scalar example gives ``(1,)``.
+
+  Raises:
+    TypeError: if ``data_format`` is not a string.
+    ValueError: for an unknown ``data_format``.
   """
+  checks.check_data_format(data_format, 'flatten')
+  inputs = jnp.asarray(inputs)
   if data_format == 'channels_first' and inputs.ndim > 1:
     inputs = jnp.moveaxis(inputs, 0, -1)
   return jnp.reshape(inputs, (-1,))
@@ -115,8 +134,14 @@ def repeat_vector(inputs: jax.Array, n: int) -> jax.Array:
 
   Returns:
     ``(n, F)``: every row is ``inputs``.
+
+  Raises:
+    TypeError: if ``n`` is not an integer.
+    ValueError: if ``n`` is not positive or ``inputs`` is not ``(F,)``.
   """
-  chex.assert_rank(inputs, 1, custom_message='repeat_vector: inputs is (F,).')
+  n = checks.check_positive_int(n, 'repeat_vector', 'n')
+  inputs = jnp.asarray(inputs)
+  checks.check_rank(inputs, 1, '(features,)', 'repeat_vector')
   return jnp.broadcast_to(inputs, (n, inputs.shape[0]))
 
 
@@ -129,12 +154,7 @@ def reshape_layer(inputs: jax.Array, target_shape: Sequence[int]) -> jax.Array:
 
 def permute_layer(inputs: jax.Array, dims: Sequence[int]) -> jax.Array:
   """The ``Permute`` layer with Keras's 1-based ``dims``, checked."""
-  dims = tuple(dims)
-  if sorted(dims) != list(range(1, len(dims) + 1)):
-    raise ValueError(
-      f'Permute: dims must be a permutation of 1..{len(dims)} (1-based,'
-      f' the batch axis excluded), got {dims}.'
-    )
+  dims = checks.check_permutation(dims, 'Permute')
   checks.check_rank(
     inputs,
     len(dims) + 1,
@@ -153,6 +173,6 @@ def flatten_layer(inputs: jax.Array, data_format: str) -> jax.Array:
 
 def repeat_vector_layer(inputs: jax.Array, n: int) -> jax.Array:
   """The ``RepeatVector`` layer: ``(B, F) -> (B, n, F)``, checked."""
-  checks.check_positive_int(n, 'RepeatVector', 'n')
+  n = checks.check_positive_int(n, 'RepeatVector', 'n')
   checks.check_rank(inputs, 2, '(batch, features)', 'RepeatVector')
   return vmap_leading(repeat_vector, inputs, 1, n)

@@ -24,21 +24,39 @@ def dropout(
 
   Args:
     inputs: any shape ``S``.
-    rate: fraction of entries to drop, a Python float in [0, 1]; ``0`` is
-      the identity and ``1`` gives zeros (no ``0 / 0``).
+    rate: fraction of entries to drop, a Python (or NumPy) float in
+      [0, 1); ``0`` is the identity. It is static: a traced rate is
+      refused.
     key: PRNG key of the drop decisions.
     noise_shape: shape of the drop decisions, broadcast to ``S``: an axis of
       size 1 shares one decision along it; default ``S``.
 
   Returns:
     ``S``, the dtype of ``inputs``.
+
+  Raises:
+    TypeError: if ``rate`` is not a real number or ``noise_shape`` not a
+      tuple of integers.
+    ValueError: if ``rate`` is outside [0, 1) or ``noise_shape`` does not
+      broadcast to ``S``.
   """
+  rate = checks.check_rate(rate, 'dropout')
+  inputs = jnp.asarray(inputs)
   if rate == 0.0:
     return inputs
-  if rate == 1.0:
-    return jnp.zeros_like(inputs)
   keep_prob = 1.0 - rate
-  shape = inputs.shape if noise_shape is None else tuple(noise_shape)
+  shape = inputs.shape
+  if noise_shape is not None:
+    shape = checks.check_int_tuple(noise_shape, 'dropout', 'noise_shape')
+    try:
+      fits = jnp.broadcast_shapes(shape, inputs.shape) == inputs.shape
+    except ValueError:
+      fits = False
+    if not fits:
+      raise ValueError(
+        f'dropout: noise_shape {shape} must broadcast to the shape of the'
+        f' inputs {inputs.shape}.'
+      )
   keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
   keep = jnp.broadcast_to(keep, inputs.shape)
   return jax.lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
@@ -62,16 +80,19 @@ def resolve_noise_shape(
     The shape of the drop decisions.
 
   Raises:
-    ValueError: if ``noise_shape`` is not a sequence with one entry per
-      input axis, or an entry is neither ``None``, ``1`` nor the input's
-      size.
+    TypeError: if ``noise_shape`` is not a tuple or list of integers or
+      ``None``.
+    ValueError: if it does not have one entry per input axis, or an entry
+      is neither ``None``, ``1`` nor the input's size.
   """
   if noise_shape is None:
     return input_shape
-  if isinstance(noise_shape, str) or not isinstance(noise_shape, Sequence):
-    raise ValueError(
+  if not isinstance(noise_shape, tuple | list) or not all(
+    entry is None or checks.is_int(entry) for entry in noise_shape
+  ):
+    raise TypeError(
       f'{layer}: noise_shape must be None or a tuple of integers or None,'
-      f' got {noise_shape!r}.'
+      f' got {noise_shape!r} of type {type(noise_shape).__name__}.'
     )
   if len(noise_shape) != len(input_shape):
     raise ValueError(
@@ -83,9 +104,11 @@ def resolve_noise_shape(
   for axis, (entry, size) in enumerate(
     zip(noise_shape, input_shape, strict=True)
   ):
+    # A None entry takes the size as is, which may be symbolic.
     if entry is None:
-      entry = size
-    if isinstance(entry, bool) or entry not in (1, size):
+      resolved.append(size)
+      continue
+    if entry != 1 and entry != size:
       raise ValueError(
         f'{layer}: noise_shape[{axis}] must be None, 1 or the input size'
         f' {size}, got {entry!r} (noise_shape {tuple(noise_shape)}, inputs'
