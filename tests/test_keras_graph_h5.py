@@ -1,0 +1,254 @@
+"""fd.from_keras('model.h5'): legacy tf.keras models, h5py only.
+
+The fixtures were written by tf.keras 2.21 (``fixtures/make_keras2_h5.py``)
+with their inputs and ``predict`` outputs: Sequential and functional
+configs, a graph with two masked inputs, a shared layer, every merge layer
+and five outputs, and LocallyConnected1D of both kinds inside a branching
+graph. The imported modules must give tf.keras's outputs, for linen and
+NNX, without TensorFlow or Keras.
+"""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flax_dense as fd
+
+FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+MODELS = {
+  'sequential': fd.KerasSequential,
+  'functional': fd.KerasSequential,  # a chain
+  'functional_graph': fd.KerasFunctional,
+  'functional_locally_connected': fd.KerasFunctional,
+  'locally_connected_k1': fd.KerasFunctional,
+  'locally_connected_k3s2': fd.KerasFunctional,
+  'locally_connected_k3s2_channels_first': fd.KerasFunctional,
+}
+
+
+def fixture(name):
+  """``(inputs, outputs)`` of a fixture, in the model's order."""
+  with h5py.File(FIXTURES / f'{name}.h5') as file:
+    config = json.loads(file.attrs['model_config'])['config']
+  arrays = np.load(FIXTURES / f'{name}.npz')
+  if 'inputs' in arrays:
+    inputs = [arrays['inputs']]
+  else:
+    inputs = [arrays[f'inputs/{name}'] for name, _, _ in config['input_layers']]
+  if 'outputs' in arrays:
+    outputs = [arrays['outputs']]
+  else:
+    outputs = [
+      arrays[f'outputs/{name}'] for name, _, _ in config['output_layers']
+    ]
+  return inputs, outputs
+
+
+def as_list(outputs):
+  return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+def assert_outputs(got, want):
+  got = as_list(got)
+  assert len(got) == len(want)
+  for index, (a, b) in enumerate(zip(got, want, strict=True)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6, err_msg=index)
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_tf_keras_file_gives_tf_keras_outputs(name):
+  module, variables = fd.from_keras(FIXTURES / f'{name}.h5')
+  assert type(module) is MODELS[name]
+  inputs, outputs = fixture(name)
+  assert_outputs(module.apply(variables, *inputs), outputs)
+  nnx_model = fd.from_keras(str(FIXTURES / f'{name}.h5'), api='nnx')
+  assert_outputs(nnx_model(*inputs), outputs)
+
+
+def test_shared_layer_of_a_file_has_one_set_of_weights():
+  _, variables = fd.from_keras(FIXTURES / 'functional_graph.h5')
+  weights = np.load(FIXTURES / 'functional_graph.npz')
+  assert sorted(variables['params']) == ['per_step_td', 'shared']
+  np.testing.assert_array_equal(
+    variables['params']['shared']['kernel'], weights['weights/shared/0']
+  )
+
+
+def test_graph_fixture_tells_keras_2_masks_from_keras_3_masks():
+  # tf.keras ANDs the masks of a merge's inputs, Keras 3 ORs them: the
+  # fixture's inputs are masked at different steps, so the two differ and
+  # the pooled outputs compared above depend on which one is used.
+  (a, b), _ = fixture('functional_graph')
+  keep_a, keep_b = np.any(a != 0, axis=-1), np.any(b != 0, axis=-1)
+  assert ((keep_a & keep_b) != (keep_a | keep_b)).any()
+
+
+def test_locally_connected_in_a_graph_becomes_both_layers():
+  module, variables = fd.from_keras(
+    FIXTURES / 'functional_locally_connected.h5'
+  )
+  shapes = jax.tree.map(jnp.shape, variables['params'])
+  # kernel_size 3, strides 2 (implementation 2): LocallyConnected1D, 4
+  # windows of 3 steps of 5 features; kernel_size 1 (implementation 3):
+  # PerPositionDense, one (5, 2) kernel per step.
+  assert shapes['windows'] == {'bias': (4, 3), 'kernel': (4, 15, 3)}
+  assert shapes['positions'] == {'bias': (9, 2), 'kernel': (9, 5, 2)}
+  kinds = {type(layer).__name__ for layer in module.layers}
+  assert {'LocallyConnected1D', 'PerPositionDense'} <= kinds
+
+
+def test_h5_import_needs_neither_tensorflow_nor_keras():
+  # Both blocked: importing either raises ImportError in the child.
+  script = textwrap.dedent(
+    f"""
+    import sys
+    sys.modules['keras'] = None
+    sys.modules['tensorflow'] = None
+    sys.modules['tf_keras'] = None
+    import numpy as np
+    import flax_dense as fd
+    fixtures = {str(FIXTURES)!r}
+    for name in ('functional_graph', 'functional_locally_connected'):
+      module, variables = fd.from_keras(f'{{fixtures}}/{{name}}.h5')
+      fd.from_keras(f'{{fixtures}}/{{name}}.h5', api='nnx')
+    module, variables = fd.from_keras(f'{{fixtures}}/functional.h5')
+    fd.load_keras_weights(variables, f'{{fixtures}}/keras3.weights.h5')
+    loaded = [
+      m for m, module in sys.modules.items()
+      if m.split('.')[0] in ('keras', 'tensorflow', 'tf_keras') and module
+    ]
+    print('imported', loaded)
+    """
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', script], capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'imported []' in result.stdout
+
+
+def test_keras3_weights_file_loads_into_an_imported_model():
+  module, variables = fd.from_keras(FIXTURES / 'functional.h5')
+  zeros = jax.tree.map(jnp.zeros_like, variables)
+  loaded = fd.load_keras_weights(zeros, FIXTURES / 'keras3.weights.h5')
+  inputs, outputs = fixture('functional')
+  assert_outputs(module.apply(loaded, *inputs), outputs)
+  # The given variables are left alone.
+  assert all(not leaf.any() for leaf in jax.tree.leaves(zeros))
+  nnx_model = fd.from_keras(FIXTURES / 'functional.h5', api='nnx')
+  same = fd.load_keras_weights(nnx_model, FIXTURES / 'keras3.weights.h5')
+  assert same is nnx_model
+  assert_outputs(nnx_model(*inputs), outputs)
+
+
+# --- Bad input: one clear error naming the file (and layer). --------------
+
+
+def copy(tmp_path, name):
+  path = tmp_path / name
+  shutil.copy(FIXTURES / name, path)
+  return path
+
+
+def edit_config(path, edit):
+  with h5py.File(path, 'a') as file:
+    config = json.loads(file.attrs['model_config'])
+    edit(config['config']['layers'])
+    file.attrs['model_config'] = json.dumps(config)
+
+
+def layer(layers, name):
+  return next(entry for entry in layers if entry['config']['name'] == name)
+
+
+def assert_our_error(error):
+  assert error.value.__cause__ is None
+  assert error.value.__suppress_context__ or error.value.__context__ is None
+
+
+def test_missing_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match='nothing.h5'):
+    fd.from_keras(tmp_path / 'nothing.h5')
+
+
+@pytest.mark.parametrize('fraction', [0.0, 0.3, 0.9])
+def test_truncated_file(tmp_path, fraction):
+  path = copy(tmp_path, 'functional_graph.h5')
+  path.write_bytes(path.read_bytes()[: int(path.stat().st_size * fraction)])
+  with pytest.raises(ValueError, match='functional_graph.h5') as error:
+    fd.from_keras(path)
+  assert_our_error(error)
+
+
+def test_weights_only_file_where_a_model_is_expected():
+  with pytest.raises(ValueError, match='keras3.weights.h5.* weights-only'):
+    fd.from_keras(FIXTURES / 'keras3.weights.h5')
+
+
+def test_model_file_where_weights_are_expected():
+  _, variables = fd.from_keras(FIXTURES / 'functional.h5')
+  with pytest.raises(ValueError, match='functional_graph.h5.* whole-model'):
+    fd.load_keras_weights(variables, FIXTURES / 'functional_graph.h5')
+
+
+def test_weights_of_another_model(tmp_path):
+  _, variables = fd.from_keras(FIXTURES / 'functional_graph.h5')
+  with pytest.raises(ValueError, match='keras3.weights.h5') as error:
+    fd.load_keras_weights(variables, FIXTURES / 'keras3.weights.h5')
+  assert_our_error(error)
+
+
+def test_keras_1_file(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+  with h5py.File(path, 'a') as file:
+    file.attrs['keras_version'] = '1.2.2'
+  with pytest.raises(ValueError, match='functional_graph.h5.*Keras 1'):
+    fd.from_keras(path)
+
+
+def test_unknown_layer_names_the_file_the_layer_and_the_fix(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+  edit_config(
+    path, lambda layers: layer(layers, 'dot').update(class_name='LSTM')
+  )
+  with pytest.raises(ValueError) as error:
+    fd.from_keras(path)
+  message = str(error.value)
+  assert "LSTM layer 'dot'" in message
+  assert 'functional_graph.h5' in message
+  assert 'register_keras_layer' in message
+
+
+def test_weight_shape_that_disagrees_with_the_config(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+  edit_config(
+    path, lambda layers: layer(layers, 'shared')['config'].update(units=7)
+  )
+  with pytest.raises(
+    ValueError, match=r"functional_graph.h5.*'shared'"
+  ) as error:
+    fd.from_keras(path)
+  assert_our_error(error)
+
+
+def test_inbound_node_of_an_unknown_layer(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+
+  def rewire(layers):
+    layer(layers, 'add')['inbound_nodes'][0][0][0] = 'nowhere'
+
+  edit_config(path, rewire)
+  with pytest.raises(
+    ValueError, match=r"functional_graph.h5.*'nowhere'"
+  ) as error:
+    fd.from_keras(path)
+  assert_our_error(error)
