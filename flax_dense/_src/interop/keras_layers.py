@@ -4,12 +4,17 @@
 functions is first called, so the library itself never needs Keras.
 """
 
+import os
 from typing import Any
 
-import keras
+# flax_dense imports this module only once Keras runs on JAX; a direct import
+# (pytest's doctest collection) must not start Keras's default TensorFlow.
+os.environ.setdefault('KERAS_BACKEND', 'jax')
 
-from flax_dense._src.interop import to_keras as hosting
-from flax_dense._src.variables import CONSTANTS, collect_losses
+import keras  # noqa: E402
+
+from flax_dense._src.interop import to_keras as hosting  # noqa: E402
+from flax_dense._src.variables import CONSTANTS, collect_losses  # noqa: E402
 
 _PACKAGE = 'flax_dense'
 
