@@ -3,7 +3,7 @@
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import flax.linen as nn
 import jax
@@ -392,7 +392,14 @@ def _activation_name(layer: _Layer, activation: Any) -> str:
   )
 
 
-def _dtypes(config: dict[str, Any]) -> dict[str, str]:
+class _Dtypes(TypedDict, total=False):
+  """A layer's dtype arguments, typed by key for ``**`` unpacking."""
+
+  dtype: str
+  param_dtype: str
+
+
+def _dtypes(config: dict[str, Any]) -> _Dtypes:
   """``dtype`` and ``param_dtype`` of a Keras 2 or 3 ``dtype`` config."""
   dtype = config.get('dtype')
   if isinstance(dtype, dict):
@@ -533,7 +540,7 @@ def _locally_connected_1d(layer: _Layer) -> list[_Step]:
     kernel_size=kernel_size,
   )
   activation = _activation_name(layer, config.get('activation'))
-  options = dict(
+  options: dict[str, Any] = dict(
     use_bias='bias' in params, activation=activation, **_dtypes(config)
   )
   if kernel_size == 1 and strides == 1 and data_format == 'channels_last':
