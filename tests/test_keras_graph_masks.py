@@ -1,0 +1,190 @@
+"""fd.from_keras on Keras 3 graphs where masks meet merges, against Keras.
+
+Keras 3's merge layers OR the masks of their inputs (none when any input
+has none), ``Concatenate`` joins them, ``Dot`` drops them, and ``Maximum``,
+``Minimum`` and ``Multiply`` also use them for their values; the graphs
+here pool every merge with both poolings (``GlobalAveragePooling1D`` uses
+the mask, ``GlobalMaxPooling1D`` does not), so values and masks are both
+checked, for every output, linen and NNX. Also: a graph with three
+outputs of different ranks, a layer shared across calls (one set of
+weights, Keras's parameter count), and the error for a TimeDistributed
+layer that is not covered.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from test_interop_keras import build, keras_allowed, random
+
+import flax_dense as fd
+
+keras = pytest.importorskip('keras')
+layers = keras.layers
+
+pytestmark = pytest.mark.filterwarnings('ignore:Layer .* does not support')
+
+
+def masked(shape, seed, padded_steps):
+  """``random(shape)`` with the given steps all zero (masked by Masking)."""
+  x = random(shape, seed)
+  for row, steps in padded_steps.items():
+    x[row, steps] = 0.0
+  return x
+
+
+def two_masked_inputs():
+  """``a`` and ``b`` (3, 6, 4), masked at different steps."""
+  a = masked((3, 6, 4), 1, {0: slice(4, None), 1: slice(5, None)})
+  b = masked((3, 6, 4), 2, {0: slice(0, 1), 2: slice(3, None)})
+  return [a, b]
+
+
+def merges_graph():
+  """Two masked inputs, a shared Dense, every merge, pooled outputs."""
+  a = keras.Input((6, 4), name='a')
+  b = keras.Input((6, 4), name='b')
+  shared = layers.Dense(5, activation='tanh', name='shared')
+  left = shared(layers.Masking(name='mask_a')(a))
+  right = shared(layers.Masking(name='mask_b')(b))
+  add = layers.Add(name='add')([left, right])
+  merged = [
+    add,
+    layers.Subtract(name='subtract')([left, right]),
+    layers.Multiply(name='multiply')([left, right]),
+    layers.Average(name='average')([left, right, add]),
+    layers.Maximum(name='maximum')([left, right]),
+    layers.Minimum(name='minimum')([left, right]),
+  ]
+  names = ['add', 'subtract', 'multiply', 'average', 'maximum', 'minimum']
+  pooled = [
+    layers.GlobalAveragePooling1D(name=f'pool_{name}')(x)
+    for name, x in zip(names, merged, strict=True)
+  ]
+  features = layers.Concatenate(name='all_merges')(merged)
+  steps = layers.TimeDistributed(layers.Dense(3), name='td')(features)
+  return keras.Model(
+    [a, b],
+    [
+      *pooled,
+      # The merges' values (with their masks), pooled without the mask.
+      layers.GlobalMaxPooling1D(name='max_merges')(features),
+      layers.GlobalAveragePooling1D(name='pool_steps')(steps),
+      layers.GlobalMaxPooling1D(name='max_steps')(steps),
+    ],
+  )
+
+
+def concatenate_and_dot_graph():
+  """Concatenate over steps and features, Dot with and without normalize."""
+  a = keras.Input((6, 4), name='a')
+  b = keras.Input((6, 4), name='b')
+  left = layers.Dense(3, name='left')(layers.Masking(name='mask_a')(a))
+  right = layers.Dense(3, name='right')(b)  # unmasked
+  over_steps = layers.Concatenate(axis=1, name='steps')([left, right])
+  over_features = layers.Concatenate(axis=-1, name='features')([left, right])
+  dot = layers.Dot(axes=(2, 2), name='dot')([left, right])
+  pooled_left = layers.GlobalAveragePooling1D(name='pool_left')(left)
+  pooled_right = layers.GlobalMaxPooling1D(name='pool_right')(right)
+  cosine = layers.Dot(axes=1, normalize=True, name='cosine')(
+    [pooled_left, pooled_right]
+  )
+  return keras.Model(
+    [a, b],
+    [
+      layers.GlobalAveragePooling1D(name='pool_steps')(over_steps),
+      layers.GlobalAveragePooling1D(name='pool_features')(over_features),
+      dot,
+      cosine,
+    ],
+  )
+
+
+def branches_graph():
+  """One input, branches that meet again, two outputs of different ranks."""
+  inputs = keras.Input((5, 4), name='x')
+  hidden = layers.Dense(6, activation='relu', name='hidden')(inputs)
+  left = layers.Dense(3, activation='tanh', name='left')(hidden)
+  right = layers.Dense(3, name='right')(layers.Dropout(0.5)(hidden))
+  joined = layers.Add(name='joined')([left, right, left])
+  flat = layers.Flatten(name='flat')(joined)
+  return keras.Model(
+    inputs, [layers.Dense(2, name='head')(flat), joined, hidden]
+  )
+
+
+def shared_twice_graph():
+  """One Dense applied twice in a row, and to the input of the model."""
+  inputs = keras.Input((4,), name='x')
+  shared = layers.Dense(4, activation='tanh', name='shared')
+  return keras.Model(
+    inputs, layers.Subtract()([shared(shared(inputs)), inputs])
+  )
+
+
+GRAPHS = {
+  'merges': (merges_graph, two_masked_inputs),
+  'concatenate_and_dot': (concatenate_and_dot_graph, two_masked_inputs),
+  'branches': (branches_graph, lambda: [random((3, 5, 4))]),
+  'shared_twice': (shared_twice_graph, lambda: [random((3, 4))]),
+}
+
+
+def keras_outputs(model, inputs):
+  # Jitted: one compilation instead of one per operation, eagerly.
+  def call(*inputs):
+    return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+  with keras_allowed():
+    outputs = jax.jit(call)(*inputs)
+  return [
+    np.asarray(y) for y in (outputs if isinstance(outputs, list) else [outputs])
+  ]
+
+
+def as_list(outputs):
+  return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_graph_matches_keras_for_every_output(name):
+  make_model, make_inputs = GRAPHS[name]
+  model = build(make_model)
+  inputs = make_inputs()
+  want = keras_outputs(model, inputs)
+  module, variables = fd.from_keras(model)
+  got = jax.jit(module.apply)(variables, *inputs)
+  # Keras's convention: a list for several outputs, one array for one.
+  assert isinstance(got, list) == (len(model.outputs) > 1)
+  assert len(as_list(got)) == len(want)
+  for index, (a, b) in enumerate(zip(as_list(got), want, strict=True)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=index)
+  nnx_model = fd.from_keras(model, api='nnx')
+  nnx_outputs = nnx.jit(lambda model, *x: model(*x))(nnx_model, *inputs)
+  for index, (a, b) in enumerate(zip(as_list(nnx_outputs), want, strict=True)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=index)
+
+
+def test_shared_layer_has_one_set_of_weights():
+  model = build(shared_twice_graph)
+  module, variables = fd.from_keras(model)
+  assert jax.tree.map(jnp.shape, variables) == {
+    'params': {'shared': {'bias': (4,), 'kernel': (4, 4)}}
+  }
+  x = random((3, 4))
+  assert fd.summary(module, x).total_params == model.count_params()
+  # With the one set of weights zero, both calls give 0: 0 - x remains.
+  zero = jax.tree.map(jnp.zeros_like, variables)
+  np.testing.assert_allclose(jax.jit(module.apply)(zero, x), -x, atol=1e-7)
+
+
+def test_time_distributed_of_other_layers_is_a_clear_error():
+  inputs = keras.Input((5, 4))
+  model = build(
+    lambda: keras.Model(
+      inputs, layers.TimeDistributed(layers.Flatten(), name='td')(inputs)
+    )
+  )
+  with pytest.raises(ValueError, match="TimeDistributed layer 'td'"):
+    fd.from_keras(model)
