@@ -1094,8 +1094,8 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
       needed.add(call)
       todo += [ref[:2] for ref in calls[call]]
   pending = [entry for entry in pending if entry[:2] in needed]
-  if not model.keras3 and len(outputs) == 1:
-    single = True  # tf.keras returns the one output itself
+  if len(outputs) == 1:
+    single = True  # Keras 3 and tf.keras return the one output itself
   tensor_of = {
     (name, node, tensor): i for i, (name, node, tensor) in enumerate(inputs)
   }
