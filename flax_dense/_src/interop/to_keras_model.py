@@ -223,6 +223,74 @@ def _steps(module: nn.Module, variables: Mapping[str, Any]) -> list[_Layer]:
   return steps
 
 
+def _functional(
+  keras: Any,
+  module: nn.Module,
+  variables: Mapping[str, Any],
+  input_shape: Any,
+  name: str | None,
+) -> Any:
+  """The functional ``keras.Model`` of a ``KerasFunctional``.
+
+  Each module of ``module.layers`` is one Keras layer, called at every node
+  that calls it (so shared layers share their weights, as in Keras); merge
+  nodes are Keras's merge layers. Keras's layers pass the masks themselves.
+  """
+  shapes = input_shape
+  if (
+    shapes is not None
+    and module.inputs == 1
+    and not (shapes and isinstance(shapes[0], Sequence))
+  ):
+    shapes = [shapes]
+  if (
+    not isinstance(shapes, Sequence)
+    or len(shapes) != module.inputs
+    or not all(isinstance(shape, Sequence) for shape in shapes)
+  ):
+    raise ValueError(
+      'to_keras_model: a KerasFunctional needs input_shape, one shape per'
+      f' input ({module.inputs}) without the batch axis, e.g.'
+      f' [(5, 3)] * {module.inputs}; got {input_shape!r}.'
+    )
+  params = variables.get('params', {})
+  constants = variables.get(CONSTANTS, {})
+  steps = [
+    _Layer(
+      layer_name,
+      layer,
+      flow,
+      {**params.get(layer_name, {}), **constants.get(layer_name, {})},
+      layer_name not in constants,
+    )
+    for layer, layer_name, flow in zip(
+      module.layers, module.names, module.mask_flow, strict=True
+    )
+  ]
+  made = [_keras_layer(keras, step) for step in steps]
+  inputs = [keras.Input(tuple(shape)) for shape in shapes]
+  tensors = list(inputs)
+  for index, node in enumerate(module.nodes):
+    value = [tensors[i] for i in node.inputs]
+    value = value if len(value) > 1 else value[0]
+    if node.merge:
+      merge = getattr(keras.layers, node.merge)
+      value = merge(**dict(node.options), name=f'merge_{index}')(value)
+    for step in node.steps:
+      value = made[step][0](value)
+    tensors.extend(value if isinstance(value, list | tuple) else [value])
+  outputs = [tensors[i] for i in module.outputs]
+  model = keras.Model(
+    inputs if len(inputs) > 1 else inputs[0],
+    outputs[0] if module.single_output and len(outputs) == 1 else outputs,
+    name=name,
+  )
+  for layer, weights, _ in made:
+    if weights:
+      layer.set_weights([np.asarray(w) for w in weights])
+  return model
+
+
 def _snake_case(name: str) -> str:
   return ''.join(
     f'_{char.lower()}' if char.isupper() and index else char.lower()
@@ -240,8 +308,9 @@ def to_keras_model(
   """The native Keras 3 model of a flax_dense model, weights set.
 
   The reverse of :func:`~flax_dense.from_keras`: each layer of a
-  :class:`~flax_dense.KerasSequential` (or one flax_dense layer) becomes
-  its Keras layer with the same weights and name, so
+  :class:`~flax_dense.KerasSequential` or :class:`~flax_dense.KerasFunctional`
+  (or one flax_dense layer) becomes its Keras layer with the same weights
+  and name, so
   ``keras_model.predict(x)`` equals ``module.apply(variables, x)``:
   ``flax.linen.Dense`` as ``Dense``, :class:`~flax_dense.PerPositionDense`
   as ``EinsumDense('abc,bcd->abd')``, :class:`~flax_dense.ConstProduct` as
@@ -253,7 +322,10 @@ def to_keras_model(
   Keras's layers pass them; frozen layers (``constants``) are
   ``trainable=False``. Layers without a Keras counterpart (``Lambda``,
   ``AttentionDecoder``, ``LocallyConnected1D``, ``MultiIODense``, your own
-  modules) raise: host those with :func:`to_keras`.
+  modules) raise: host those with :func:`to_keras`. A
+  ``KerasFunctional`` becomes a functional ``keras.Model``: a layer called
+  at several nodes is one Keras layer (shared weights), merges are Keras's
+  merge layers, and ``input_shape`` is required, one shape per input.
 
   Example usage::
 
@@ -276,18 +348,21 @@ def to_keras_model(
     variables: the linen module's variables; ``None`` for NNX.
     input_shape: the shape of one example, to start the model with
       ``keras.Input(input_shape)`` (so it is built and ``summary()`` shows
-      shapes); default: none, the layers are built from their weights.
+      shapes); default: none, the layers are built from their weights. For
+      a ``KerasFunctional``, required: a list of shapes, one per input.
     name: the Keras model's name.
 
   Returns:
-    A ``keras.Sequential``.
+    A ``keras.Sequential``, or a functional ``keras.Model`` for a
+    ``KerasFunctional``.
 
   Raises:
     ImportError: without Keras 3.
     RuntimeError: if Keras runs on another backend than JAX.
     ValueError: for a layer with no Keras counterpart (naming it and what
       to do), an activation given as a function, mask flows other than
-      Keras's, or variables missing or given for an NNX module.
+      Keras's, variables missing or given for an NNX module, or a
+      ``KerasFunctional`` without one ``input_shape`` per input.
   """
   keras = import_keras('to_keras_model')
   if isinstance(module, nnx.Module):
@@ -309,6 +384,11 @@ def to_keras_model(
       'to_keras_model: a linen module needs its variables, the mapping'
       f' module.init returns; got {type(variables).__name__}.'
     )
+  from flax_dense._src.interop.keras_graph import KerasFunctional
+
+  if isinstance(module, KerasFunctional):
+    variables = nn.meta.unbox(dict(variables))
+    return _functional(keras, module, variables, input_shape, name)
   steps = _steps(module, nn.meta.unbox(dict(variables)))
   _check_mask_flows(steps)
   made = [_keras_layer(keras, step) for step in steps]
