@@ -1214,6 +1214,83 @@ def _(constraint, names):
   return params['dense']['kernel']
 
 
+@entry('non_neg', 'non_neg', {}, check=lambda a, out: None)
+def _():
+  out = fd.non_neg()(W)
+  np.testing.assert_array_equal(out, np.maximum(np.asarray(W), 0))
+  return out
+
+
+# -- the Keras-style container ---------------------------------------------------
+
+FLOWS = ('compute', 'propagate', 'consume', 'drop')
+
+
+def _mask_flow_rule(value):
+  if value is None:
+    return True
+  if not isinstance(value, list | tuple) or len(value) != 3:
+    return False
+  if not all(isinstance(v, str) and v in FLOWS for v in value):
+    return False
+  if 'compute' in value[1:]:
+    return False  # only the Masking layer computes a mask
+  valid = [
+    ('compute', 'propagate', 'consume'),
+    ('compute', 'propagate', 'drop'),
+  ]
+  return tuple(value) in valid or None
+
+
+MASK_FLOW = Kind(
+  [None, ('compute', 'propagate', 'consume'), ['compute', 'propagate', 'drop']],
+  _mask_flow_rule,
+)
+NAMES_OF_LAYERS = Kind(
+  [None, ('masking', 'dense', 'pooling'), ['a', 'b', 'c']],
+  lambda v: (
+    v is None
+    or (
+      isinstance(v, list | tuple)
+      and len(v) == 3
+      and all(isinstance(n, str) for n in v)
+      and (len(set(v)) == 3 or None)
+    )
+  ),
+)
+
+
+def _sequential_check(args, out):
+  out = np.asarray(out)  # (batch, features) after the pooling
+  assert out.shape == (2, 4) and np.all(np.isfinite(out))
+
+
+@entry(
+  'linen.KerasSequential',
+  'KerasSequential',
+  {'mask_flow': MASK_FLOW, 'names': NAMES_OF_LAYERS},
+  check=_sequential_check,
+)
+def _(**kwargs):
+  layers = [fd.Masking(), fd.PerPositionDense(4), fd.GlobalAveragePooling1D()]
+  return linen_run(fd.KerasSequential(layers, **kwargs), X)
+
+
+@entry(
+  'nnx.KerasSequential',
+  'KerasSequential',
+  {'mask_flow': MASK_FLOW, 'names': NAMES_OF_LAYERS},
+  check=_sequential_check,
+)
+def _(**kwargs):
+  layers = [
+    fd.nnx.Masking(),
+    fd.nnx.PerPositionDense(5, 3, 4, rngs=rngs()),
+    fd.nnx.GlobalAveragePooling1D(),
+  ]
+  return fd.nnx.KerasSequential(layers, **kwargs)(X)
+
+
 # ---------------------------------------------------------------------------
 # The test.
 
@@ -1310,3 +1387,53 @@ def test_every_outcome_is_a_correct_result_or_our_error(key, data):
     spec.check(args, out)
   else:
     assert np.all(np.isfinite(np.asarray(out)))
+
+
+#: Public names that are not entry points with arguments to fuzz: values,
+#: types, namespaces, and the Keras import and export (tested with Keras
+#: files and models in their own tests), summaries and the loss collector.
+NOT_FUZZED = {
+  'ActivationFunction',
+  'CONSTANTS',
+  'Constant',
+  'Constraint',
+  'KERAS_ACTIVATIONS',
+  'KerasFunctional',
+  'LINEN_TO_NNX',
+  'LOSSES',
+  'LayerSummary',
+  'Loss',
+  'Regularizer',
+  'Summary',
+  'checkpoint',
+  'collect_losses',
+  'from_keras',
+  'from_linen',
+  'functional',
+  'keras_custom_objects',
+  'keras_weights_to_params',
+  'load_keras_weights',
+  'nnx',
+  'register_keras_layer',
+  'sharding',
+  'summary',
+  'to_keras',
+  'to_keras_model',
+  'to_linen',
+}
+
+
+#: fd.masked_mean is fd.functional.masked_mean: one entry covers both.
+FUZZED_NAMES = {key.split('.')[-1] for key in ENTRIES}
+
+
+@pytest.mark.parametrize(
+  'namespace', [fd, fd.nnx, fd.functional], ids=['linen', 'nnx', 'functional']
+)
+def test_every_public_entry_point_is_fuzzed(namespace):
+  missing = {
+    name
+    for name in namespace.__all__
+    if name not in FUZZED_NAMES and name not in NOT_FUZZED
+  }
+  assert not missing
