@@ -1,331 +1,228 @@
-"""fd.from_keras on functional graphs: Keras 3 itself and tf.keras .h5 files."""
+"""fd.from_keras on Keras 3 functional graphs, against Keras 3 itself.
 
-import pathlib
-import subprocess
-import sys
+Several inputs and outputs, branches, shared layers, every merge layer,
+TimeDistributed(Dense) and GlobalMaxPooling1D, with Keras masks flowing
+through them: ``module.apply(variables, *inputs)`` (linen) and
+``model(*inputs)`` (NNX) equal Keras's ``model(inputs)`` for every output.
+"""
 
-import h5py
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_interop_keras import build, keras_allowed, random
 
 import flax_dense as fd
 
 keras = pytest.importorskip('keras')
 layers = keras.layers
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+
 pytestmark = pytest.mark.filterwarnings('ignore:Layer .* does not support')
 
 
-def random(shape, seed=0, padded=0):
-  x = np.random.default_rng(seed).normal(size=shape).astype('float32')
-  if padded:
-    x[:, -padded:] = 0.0
+def masked(shape, seed, padded_steps):
+  """``random(shape)`` with the given steps all zero (masked by Masking)."""
+  x = random(shape, seed)
+  for row, steps in padded_steps.items():
+    x[row, steps] = 0.0
   return x
 
 
-def build(make_model, seed=0):
-  with jax.numpy_rank_promotion('allow'):
-    model = make_model()
-  rng = np.random.default_rng(seed)
-  model.set_weights(
-    [rng.normal(size=w.shape).astype('float32') for w in model.get_weights()]
-  )
-  return model
+def two_masked_inputs():
+  """``a`` and ``b`` (3, 6, 4), masked at different steps."""
+  a = masked((3, 6, 4), 1, {0: slice(4, None), 1: slice(5, None)})
+  b = masked((3, 6, 4), 2, {0: slice(0, 1), 2: slice(3, None)})
+  return [a, b]
 
 
-def two_inputs_shared_and_merges():
-  a, b = keras.Input((5, 3), name='a'), keras.Input((5, 3), name='b')
-  shared = layers.Dense(4, activation='tanh', name='shared')
-  left = shared(layers.Masking(0.0, name='mask_a')(a))
-  right = shared(b)
-  masked_right = shared(layers.Masking(0.0, name='mask_b')(b))
+def merges_graph():
+  """Two masked inputs, a shared Dense, every merge, pooled outputs."""
+  a = keras.Input((6, 4), name='a')
+  b = keras.Input((6, 4), name='b')
+  shared = layers.Dense(5, activation='tanh', name='shared')
+  left = shared(layers.Masking(name='mask_a')(a))
+  right = shared(layers.Masking(name='mask_b')(b))
+  add = layers.Add(name='add')([left, right])
   merged = [
-    layers.Add()([left, masked_right]),
-    layers.Subtract()([left, right]),
-    layers.Multiply()([left, masked_right]),
-    layers.Average()([left, right]),
-    layers.Maximum()([left, masked_right]),
-    layers.Minimum()([left, right]),
+    add,
+    layers.Subtract(name='subtract')([left, right]),
+    layers.Multiply(name='multiply')([left, right]),
+    layers.Average(name='average')([left, right, add]),
+    layers.Maximum(name='maximum')([left, right]),
+    layers.Minimum(name='minimum')([left, right]),
   ]
-  features = layers.Concatenate(axis=-1)([*merged, left])
-  steps = layers.TimeDistributed(layers.Dense(2), name='td')(features)
-  pooled = layers.GlobalAveragePooling1D()(steps)
-  peak = layers.GlobalMaxPooling1D()(steps)
-  along = layers.GlobalAveragePooling1D()(
-    layers.Concatenate(axis=1)([left, right])
+  names = ['add', 'subtract', 'multiply', 'average', 'maximum', 'minimum']
+  pooled = [
+    layers.GlobalAveragePooling1D(name=f'pool_{name}')(x)
+    for name, x in zip(names, merged, strict=True)
+  ]
+  # The merges' values with their masks, pooled without them.
+  flat = [layers.GlobalMaxPooling1D()(x) for x in merged]
+  features = layers.Concatenate(name='all_merges')(merged)
+  steps = layers.TimeDistributed(layers.Dense(3), name='td')(features)
+  return keras.Model(
+    [a, b],
+    [
+      *pooled,
+      *flat,
+      layers.GlobalAveragePooling1D(name='pool_steps')(steps),
+      layers.GlobalMaxPooling1D(name='max_steps')(steps),
+    ],
   )
-  dot = layers.Dot(axes=(2, 2))([left, right])
-  cosine = layers.Dot(axes=1, normalize=True)([pooled, peak])
-  return keras.Model([a, b], [pooled, peak, along, dot, cosine])
 
 
-def branches_one_output():
-  x = keras.Input((6,))
-  h = layers.Dense(5, activation='relu', name='hidden')(x)
-  y = layers.Add()(
-    [layers.Dense(3, name='deep')(h), layers.Dense(3, name='wide')(x)]
+def concatenate_and_dot_graph():
+  """Concatenate over steps and features, Dot with and without normalize."""
+  a = keras.Input((6, 4), name='a')
+  b = keras.Input((6, 4), name='b')
+  left = layers.Dense(3, name='left')(layers.Masking(name='mask_a')(a))
+  right = layers.Dense(3, name='right')(b)  # unmasked
+  over_steps = layers.Concatenate(axis=1, name='steps')([left, right])
+  over_features = layers.Concatenate(axis=-1, name='features')([left, right])
+  dot = layers.Dot(axes=(2, 2), name='dot')([left, right])
+  pooled_left = layers.GlobalAveragePooling1D(name='pool_left')(left)
+  pooled_right = layers.GlobalMaxPooling1D(name='pool_right')(right)
+  cosine = layers.Dot(axes=1, normalize=True, name='cosine')(
+    [pooled_left, pooled_right]
   )
-  return keras.Model(x, y)
+  return keras.Model(
+    [a, b],
+    [
+      layers.GlobalAveragePooling1D(name='pool_steps')(over_steps),
+      layers.GlobalAveragePooling1D(name='pool_features')(over_features),
+      dot,
+      cosine,
+    ],
+  )
 
 
-def shared_twice():
-  x = keras.Input((3,))
-  shared = layers.Dense(3, activation='sigmoid')
-  return keras.Model(x, [shared(shared(x))])
+def branches_graph():
+  """One input, branches that meet again, two outputs of different ranks."""
+  inputs = keras.Input((5, 4), name='x')
+  hidden = layers.Dense(6, activation='relu', name='hidden')(inputs)
+  left = layers.Dense(3, activation='tanh', name='left')(hidden)
+  right = layers.Dense(3, name='right')(layers.Dropout(0.5)(hidden))
+  joined = layers.Add(name='joined')([left, right, left])
+  flat = layers.Flatten(name='flat')(joined)
+  return keras.Model(
+    inputs, [layers.Dense(2, name='head')(flat), joined, hidden]
+  )
+
+
+def shared_twice_graph():
+  """One Dense applied twice in a row, and to the input of the model."""
+  inputs = keras.Input((4,), name='x')
+  shared = layers.Dense(4, activation='tanh', name='shared')
+  return keras.Model(
+    inputs, layers.Subtract()([shared(shared(inputs)), inputs])
+  )
 
 
 GRAPHS = {
-  'merges': pytest.param(
-    (two_inputs_shared_and_merges, [(2, 5, 3), (2, 5, 3)]),
-    marks=pytest.mark.xfail(
-      strict=True,
-      reason='open: the first output (masked mean after every merge and'
-      ' TimeDistributed) differs from Keras 3; the same graph from tf.keras'
-      ' (functional_graph.h5) matches, and each merge alone matches',
-    ),
-  ),
-  'branches': (branches_one_output, [(4, 6)]),
-  'shared_twice': (shared_twice, [(4, 3)]),
+  'merges': (merges_graph, two_masked_inputs),
+  'concatenate_and_dot': (concatenate_and_dot_graph, two_masked_inputs),
+  'branches': (branches_graph, lambda: [random((3, 5, 4))]),
+  'shared_twice': (shared_twice_graph, lambda: [random((3, 4))]),
 }
 
 
-def inputs_for(shapes):
+def keras_outputs(model, inputs):
+  with keras_allowed():
+    outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
   return [
-    random(shape, seed=i, padded=i + 1 if len(shape) == 3 else 0)
-    for i, shape in enumerate(shapes)
+    np.asarray(y) for y in (outputs if isinstance(outputs, list) else [outputs])
   ]
 
 
-def assert_same(got, want):
-  if isinstance(want, list | tuple):
-    assert isinstance(got, list) and len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-      np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
-  else:
-    assert not isinstance(got, list)
-    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+def as_list(outputs):
+  return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
 
-@pytest.mark.parametrize('graph', list(GRAPHS.values()), ids=list(GRAPHS))
-def test_graph_matches_keras_in_both_apis(graph):
-  make, shapes = graph
-  model = build(make)
-  x = inputs_for(shapes)
-  with jax.numpy_rank_promotion('allow'):
-    want = model(x if len(x) > 1 else x[0])
-  want = (
-    [np.asarray(w) for w in want]
-    if isinstance(want, list)
-    else np.asarray(want)
-  )
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_graph_matches_keras_for_every_output(name):
+  make_model, make_inputs = GRAPHS[name]
+  model = build(make_model)
+  inputs = make_inputs()
+  want = keras_outputs(model, inputs)
   module, variables = fd.from_keras(model)
-  assert isinstance(module, fd.KerasFunctional)
-  assert_same(module.apply(variables, *x), want)
-  twin = fd.from_keras(model, api='nnx')
-  assert isinstance(twin, fd.nnx.KerasFunctional)
-  assert_same(twin(*x), want)
-  # Hashable: a static jit argument.
-  assert hash(module) == hash(module.clone())
-  hash(twin)
-  jitted = jax.jit(lambda m, v, *x: m.apply(v, *x), static_argnums=0)
-  assert_same(jitted(module, variables, *x), want)
-  back, back_variables = fd.nnx.to_linen(twin)
-  assert_same(back.apply(back_variables, *x), want)
+  got = module.apply(variables, *inputs)
+  # Keras's convention: a list for several outputs, one array for one.
+  assert isinstance(got, list) == (len(model.outputs) > 1)
+  assert len(as_list(got)) == len(want)
+  for index, (a, b) in enumerate(zip(as_list(got), want, strict=True)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=index)
+  nnx_model = fd.from_keras(model, api='nnx')
+  for index, (a, b) in enumerate(
+    zip(as_list(nnx_model(*inputs)), want, strict=True)
+  ):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=index)
 
 
 def test_shared_layer_has_one_set_of_weights():
-  module, variables = fd.from_keras(build(shared_twice))
-  (name,) = [n for n in variables['params']]
-  assert module.names.count(name) == 1
-  calls = [node for node in module.nodes if node.steps == module.nodes[0].steps]
-  assert len(calls) == 2
+  model = build(merges_graph)
+  module, variables = fd.from_keras(model)
+  assert set(variables['params']) == {'shared', 'td'}
+  assert jax.tree.map(jnp.shape, variables['params']['shared']) == {
+    'bias': (5,),
+    'kernel': (4, 5),
+  }
+  info = fd.summary(module, *two_masked_inputs())
+  assert info.total_params == model.count_params()
+  # Changing the one kernel changes both branches.
+  inputs = two_masked_inputs()
+  changed = jax.tree.map(lambda w: w, variables)
+  changed['params']['shared'] = {
+    'kernel': jnp.zeros((4, 5)),
+    'bias': jnp.zeros(5),
+  }
+  left_and_right = module.apply(changed, *inputs)[0]  # pool of add
+  np.testing.assert_allclose(left_and_right, 0.0, atol=1e-6)
 
 
-def test_keras_sequential_hashes_and_clones():
+def test_graph_modules_hash_and_jit_as_static_arguments():
+  model = build(branches_graph)
+  module, variables = fd.from_keras(model)
+  assert isinstance(module, fd.KerasFunctional)
+  assert hash(module) == hash(fd.from_keras(model)[0])
+  x = random((3, 5, 4))
+
+  @jax.jit
+  def apply(variables, x):
+    return module.apply(variables, x)
+
+  apply_static = jax.jit(lambda m, v, x: m.apply(v, x), static_argnums=0)
+  static = apply_static(module, variables, x)
+  for a, b in zip(apply(variables, x), static, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  nnx_model = fd.from_keras(model, api='nnx')
+  assert isinstance(nnx_model, fd.nnx.KerasFunctional)
+  hash(nnx_model)
+  # A chain still imports as KerasSequential, which hashes too.
+  chain = build(lambda: keras.Sequential([keras.Input((3,)), layers.Dense(2)]))
+  sequential, _ = fd.from_keras(chain)
+  assert isinstance(sequential, fd.KerasSequential)
+  assert hash(sequential) == hash(fd.from_keras(chain)[0])
+
+
+def test_hand_written_sequential_with_list_fields_hashes_and_clones():
+  module = fd.KerasSequential(
+    layers=[fd.Masking(0.0), nn.Dense(3)],
+    names=['masking', 'dense'],
+    mask_flow=['compute', 'propagate'],
+  )
+  hash(module)
+  x = jnp.ones((2, 4, 3))
+  variables = module.init(jax.random.key(0), x)
+  assert module.apply(variables, x).shape == (2, 4, 3)
+
+
+def test_time_distributed_of_other_layers_is_a_clear_error():
+  inputs = keras.Input((5, 4))
   model = build(
-    lambda: keras.Sequential(
-      [keras.Input((4, 3)), layers.Masking(), layers.Dense(2)]
+    lambda: keras.Model(
+      inputs, layers.TimeDistributed(layers.Flatten(), name='td')(inputs)
     )
   )
-  module, variables = fd.from_keras(model)
-  listed = fd.KerasSequential(list(module.layers), list(module.names))
-  assert hash(listed) == hash(listed.clone())
-  x = random((2, 4, 3))
-  np.testing.assert_allclose(
-    listed.apply(variables, x), module.apply(variables, x)
-  )
-  hash(fd.from_keras(model, api='nnx'))
-
-
-# --- tf.keras .h5 graphs ----------------------------------------------------
-
-
-def fixture_io(name):
-  fixture = np.load(FIXTURES / f'{name}.npz')
-  inputs = [fixture[k] for k in fixture.files if k.startswith('inputs')]
-  outputs = [fixture[k] for k in fixture.files if k.startswith('outputs')]
-  return inputs, outputs
-
-
-@pytest.mark.parametrize(
-  'name', ['functional_graph', 'functional_locally_connected']
-)
-@pytest.mark.parametrize('api', ['linen', 'nnx'])
-def test_tf_keras_graph_files_match_tf_keras(name, api):
-  inputs, want = fixture_io(name)
-  if api == 'linen':
-    module, variables = fd.from_keras(FIXTURES / f'{name}.h5')
-    got = module.apply(variables, *inputs)
-  else:
-    got = fd.from_keras(FIXTURES / f'{name}.h5', api='nnx')(*inputs)
-  assert_same(got, want)
-
-
-def test_tf_keras_merges_and_masks_as_tf_keras():
-  # The fixture's two inputs are masked at different steps, so an OR of the
-  # masks (Keras 3) would average other steps than tf.keras's AND.
-  module, _ = fd.from_keras(FIXTURES / 'functional_graph.h5')
-  merges = {node.merge for node in module.nodes if node.merge}
-  assert merges == {
-    'Add',
-    'Subtract',
-    'Multiply',
-    'Average',
-    'Maximum',
-    'Minimum',
-    'Concatenate',
-    'Dot',
-  }
-  assert all(
-    dict(node.options).get('keras2')
-    for node in module.nodes
-    if node.merge and node.merge != 'Dot'
-  )
-
-
-def test_h5_import_needs_neither_tensorflow_nor_keras():
-  script = f"""
-import sys
-sys.modules['keras'] = None
-sys.modules['tensorflow'] = None
-sys.modules['tf_keras'] = None
-import numpy as np
-import flax_dense as fd
-for name in ('functional_graph', 'sequential'):
-  module, variables = fd.from_keras({str(FIXTURES)!r} + f'/{{name}}.h5')
-print('ok')
-"""
-  result = subprocess.run(
-    [sys.executable, '-c', script], capture_output=True, text=True, timeout=120
-  )
-  assert result.returncode == 0, result.stderr
-  assert result.stdout.strip() == 'ok'
-
-
-# --- bad input --------------------------------------------------------------
-
-
-def test_missing_and_wrong_kind_of_files(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r'from_keras: no such file'):
-    fd.from_keras(tmp_path / 'nothing.h5')
-  with pytest.raises(
-    ValueError, match=r'from_keras: .*sequential_weights.h5.* weights-only'
-  ):
-    fd.from_keras(FIXTURES / 'sequential_weights.h5')
-  truncated = tmp_path / 'model.h5'
-  truncated.write_bytes((FIXTURES / 'sequential.h5').read_bytes()[:1000])
-  with pytest.raises(
-    ValueError, match=r'from_keras: .*model.h5.* is not a readable HDF5'
-  ) as error:
-    fd.from_keras(truncated)
-  assert error.value.__cause__ is None
-  other = tmp_path / 'model.txt'
-  other.write_text('x')
-  with pytest.raises(ValueError, match=r'neither a .keras file'):
-    fd.from_keras(other)
-  with pytest.raises(
-    ValueError, match=r'load_keras_weights: .*sequential.h5.* whole-model'
-  ):
-    fd.load_keras_weights({}, FIXTURES / 'sequential.h5')
-
-
-def copy(tmp_path, name):
-  path = tmp_path / name
-  path.write_bytes((FIXTURES / name).read_bytes())
-  return path
-
-
-def test_keras_1_file(tmp_path):
-  path = copy(tmp_path, 'functional_graph.h5')
-  with h5py.File(path, 'a') as file:
-    file.attrs['keras_version'] = '1.2.2'
-  with pytest.raises(ValueError, match=r'from_keras: .* Keras 1'):
-    fd.from_keras(path)
-
-
-def test_unknown_layer_in_a_file(tmp_path):
-  path = copy(tmp_path, 'functional_graph.h5')
-  with h5py.File(path, 'a') as file:
-    config = file.attrs['model_config']
-    config = config.decode() if isinstance(config, bytes) else config
-    file.attrs['model_config'] = config.replace('"Maximum"', '"MyMaximum"')
-  with pytest.raises(
-    ValueError,
-    match=r"from_keras: MyMaximum layer 'maximum' of file '.*functional_graph"
-    r".h5' is not covered; .*fd.register_keras_layer\('MyMaximum',",
-  ):
-    fd.from_keras(path)
-
-
-def test_weight_that_disagrees_with_the_config(tmp_path):
-  path = copy(tmp_path, 'functional_locally_connected.h5')
-  with h5py.File(path, 'a') as file:
-    group = file['model_weights/head/head']
-    del group['bias:0']
-    group['bias:0'] = np.zeros((7,), np.float32)
-  with pytest.raises(
-    ValueError,
-    match=r'from_keras: .*functional_locally_connected.h5.*: the weights of'
-    r" Dense layer 'head'",
-  ):
-    fd.from_keras(path)
-
-
-# --- Keras 3 weights-only files ---------------------------------------------
-
-
-@pytest.mark.parametrize('api', ['linen', 'nnx'])
-def test_load_keras_weights(api, tmp_path):
-  model = build(branches_one_output)
-  path = tmp_path / 'x.weights.h5'
-  model.save_weights(path)
-  fresh = build(branches_one_output, seed=1)
-  x = inputs_for([(4, 6)])
-  with jax.numpy_rank_promotion('allow'):
-    want = np.asarray(model(x[0]))
-  if api == 'linen':
-    module, variables = fd.from_keras(fresh)
-    loaded = fd.load_keras_weights(variables, path)
-    assert_same(module.apply(loaded, *x), want)
-    with pytest.raises(AssertionError):
-      assert_same(module.apply(variables, *x), want)
-  else:
-    twin = fd.from_keras(fresh, api='nnx')
-    assert fd.load_keras_weights(twin, path) is twin
-    assert_same(twin(*x), want)
-
-
-def test_load_keras_weights_errors(tmp_path):
-  _, variables = fd.from_keras(FIXTURES / 'functional.h5')
-  variables['params']['dense']['kernel'] = np.zeros((4, 6))
-  with pytest.raises(
-    ValueError,
-    match=r"load_keras_weights: .*keras3.weights.h5.*: layer 'dense' holds"
-    r' weights of shapes \[\(4, 5\), \(5,\)\]',
-  ):
-    fd.load_keras_weights(variables, FIXTURES / 'keras3.weights.h5')
-  with pytest.raises(ValueError, match=r'they must be the same'):
-    fd.load_keras_weights({'params': {}}, FIXTURES / 'keras3.weights.h5')
-  with pytest.raises(TypeError, match=r'load_keras_weights: expected'):
-    fd.load_keras_weights([1], FIXTURES / 'keras3.weights.h5')
+  with pytest.raises(ValueError, match="TimeDistributed layer 'td'"):
+    fd.from_keras(model)

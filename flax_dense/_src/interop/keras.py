@@ -840,12 +840,11 @@ def _regularization(layer: _Layer) -> nn.Module | None:
 
 
 def _converter(layer: _Layer) -> _Converter:
-  converter = _REGISTERED.get(layer.class_name) or CONVERTERS.get(
-    layer.class_name
-  )
+  registered = _REGISTERED.get(layer.class_name.rpartition('>')[2])
+  converter = registered or CONVERTERS.get(layer.class_name)
   if converter is None or (
     layer.keras_type is not None
-    and layer.class_name not in _REGISTERED
+    and registered is None
     and not layer.keras_type.__module__.startswith('keras')
   ):
     covered = ', '.join(sorted(CONVERTERS))
@@ -1235,7 +1234,7 @@ _MODEL_CLASSES = ('Sequential', 'Functional', 'Model')
 
 
 def _from_h5(path: str) -> _Model:
-  model_config, weights, _ = keras_h5.read_model(path, 'from_keras')
+  model_config, weights, version = keras_h5.read_model(path, 'from_keras')
   source = f'file {path!r}'
   class_name = model_config.get('class_name')
   if class_name not in _MODEL_CLASSES:
@@ -1260,7 +1259,8 @@ def _from_h5(path: str) -> _Model:
     layers,
     trainable,
     source,
-    keras3=False,
+    # Keras 3 also writes .h5 files, in its own config spelling and rules.
+    keras3=version.startswith('3'),
   )
 
 

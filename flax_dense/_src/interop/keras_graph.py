@@ -124,17 +124,67 @@ def _dot(inputs: Sequence[jax.Array], axes: Any, normalize: bool) -> jax.Array:
   return _batch_dot(x, y, axes)
 
 
+def _masked_merge(
+  kind: str, inputs: Sequence[jax.Array], masks: Sequence[Any]
+) -> jax.Array:
+  """Keras 3's ``Multiply``, ``Maximum`` and ``Minimum`` of masked inputs.
+
+  As ``keras/src/layers/merging/multiply.py`` and ``base_merge.py``'s
+  ``_apply_merge_op_and_or_mask``: a masked step does not take part (it
+  counts as 1 in a product, as the other inputs' value in a maximum or
+  minimum), and a product is 0 where every input is masked.
+  """
+  full = [
+    None if mask is None else jnp.broadcast_to(mask[..., None], x.shape)
+    for x, mask in zip(inputs, masks, strict=True)
+  ]
+  if kind == 'Multiply':
+    every = all(mask is not None for mask in full)
+    output, output_mask = None, None
+    for x, mask in zip(inputs, full, strict=True):
+      if mask is not None:
+        x = jnp.where(mask, x, jnp.ones((), x.dtype))
+        if every:
+          output_mask = (
+            mask if output_mask is None else jnp.logical_or(output_mask, mask)
+          )
+      output = x if output is None else output * x
+    if every:
+      output = jnp.where(output_mask, output, jnp.zeros((), output.dtype))
+    return output
+  reduce = jnp.maximum if kind == 'Maximum' else jnp.minimum
+  output, output_mask = inputs[0], full[0]
+  for x, mask in zip(inputs[1:], full[1:], strict=True):
+    if mask is not None:
+      x = jnp.where(mask, x, output)
+    if output_mask is not None:
+      output = jnp.where(output_mask, output, x)
+    output_mask = (
+      jnp.logical_or(output_mask, mask)
+      if mask is not None and output_mask is not None
+      else None
+    )
+    output = reduce(output, x)
+  return output
+
+
 def merge(
-  kind: str, options: dict[str, Any], inputs: Sequence[jax.Array]
+  kind: str,
+  options: dict[str, Any],
+  inputs: Sequence[jax.Array],
+  masks: Sequence[Any] | None = None,
 ) -> jax.Array:
   """The outputs of the Keras merge layer ``kind`` on batched ``inputs``.
 
   Args:
     kind: one of :data:`MERGES`.
     options: ``axis`` for ``Concatenate``, ``axes`` and ``normalize`` for
-      ``Dot``.
+      ``Dot``; ``keras2`` for a model of Keras 2 / tf.keras, whose merges
+      ignore the masks.
     inputs: the tensors, ``(batch, ...)`` each, of one shape except along
       ``Concatenate``'s axis and ``Dot``'s axes.
+    masks: the inputs' Keras masks (``None`` for none); Keras 3's
+      ``Multiply``, ``Maximum`` and ``Minimum`` leave masked steps out.
 
   Returns:
     The merged tensor: elementwise sum, difference (exactly two inputs),
@@ -149,6 +199,13 @@ def merge(
   if kind == 'Subtract':
     first, second = inputs
     return first - second
+  if (
+    kind in ('Multiply', 'Maximum', 'Minimum')
+    and not options.get('keras2', False)
+    and masks is not None
+    and any(mask is not None for mask in masks)
+  ):
+    return _masked_merge(kind, inputs, masks)
   reduce = {
     'Add': jnp.add,
     'Average': jnp.add,
@@ -291,7 +348,7 @@ def apply_graph(
     given_masks = [masks[t] for t in node.inputs]
     if node.merge:
       options = dict(node.options)
-      made = [merge(node.merge, options, given)]
+      made = [merge(node.merge, options, given, given_masks)]
       made_masks = [merge_mask(node.merge, options, given, given_masks)]
     else:
       single = len(given) == 1
