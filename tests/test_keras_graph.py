@@ -1,16 +1,21 @@
-"""fd.from_keras on Keras 3 functional graphs, against Keras 3 itself.
+"""fd.from_keras on Keras 3 graphs where masks meet merges, against Keras.
 
-Several inputs and outputs, branches, shared layers, every merge layer,
-TimeDistributed(Dense) and GlobalMaxPooling1D, with Keras masks flowing
-through them: ``module.apply(variables, *inputs)`` (linen) and
-``model(*inputs)`` (NNX) equal Keras's ``model(inputs)`` for every output.
+Keras 3's merge layers OR the masks of their inputs (none when any input
+has none), ``Concatenate`` joins them, ``Dot`` drops them, and ``Maximum``,
+``Minimum`` and ``Multiply`` also use them for their values; the graphs
+here pool every merge with both poolings (``GlobalAveragePooling1D`` uses
+the mask, ``GlobalMaxPooling1D`` does not), so values and masks are both
+checked, for every output, linen and NNX. Also: a graph with three
+outputs of different ranks, a layer shared across calls (one set of
+weights, Keras's parameter count), and the error for a TimeDistributed
+layer that is not covered.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from test_interop_keras import build, keras_allowed, random
 
 import flax_dense as fd
@@ -57,15 +62,14 @@ def merges_graph():
     layers.GlobalAveragePooling1D(name=f'pool_{name}')(x)
     for name, x in zip(names, merged, strict=True)
   ]
-  # The merges' values with their masks, pooled without them.
-  flat = [layers.GlobalMaxPooling1D()(x) for x in merged]
   features = layers.Concatenate(name='all_merges')(merged)
   steps = layers.TimeDistributed(layers.Dense(3), name='td')(features)
   return keras.Model(
     [a, b],
     [
       *pooled,
-      *flat,
+      # The merges' values (with their masks), pooled without the mask.
+      layers.GlobalMaxPooling1D(name='max_merges')(features),
       layers.GlobalAveragePooling1D(name='pool_steps')(steps),
       layers.GlobalMaxPooling1D(name='max_steps')(steps),
     ],
@@ -128,8 +132,12 @@ GRAPHS = {
 
 
 def keras_outputs(model, inputs):
+  # Jitted: one compilation instead of one per operation, eagerly.
+  def call(*inputs):
+    return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
   with keras_allowed():
-    outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    outputs = jax.jit(call)(*inputs)
   return [
     np.asarray(y) for y in (outputs if isinstance(outputs, list) else [outputs])
   ]
@@ -146,75 +154,29 @@ def test_graph_matches_keras_for_every_output(name):
   inputs = make_inputs()
   want = keras_outputs(model, inputs)
   module, variables = fd.from_keras(model)
-  got = module.apply(variables, *inputs)
+  got = jax.jit(module.apply)(variables, *inputs)
   # Keras's convention: a list for several outputs, one array for one.
   assert isinstance(got, list) == (len(model.outputs) > 1)
   assert len(as_list(got)) == len(want)
   for index, (a, b) in enumerate(zip(as_list(got), want, strict=True)):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=index)
   nnx_model = fd.from_keras(model, api='nnx')
-  for index, (a, b) in enumerate(
-    zip(as_list(nnx_model(*inputs)), want, strict=True)
-  ):
+  nnx_outputs = nnx.jit(lambda model, *x: model(*x))(nnx_model, *inputs)
+  for index, (a, b) in enumerate(zip(as_list(nnx_outputs), want, strict=True)):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=index)
 
 
 def test_shared_layer_has_one_set_of_weights():
-  model = build(merges_graph)
+  model = build(shared_twice_graph)
   module, variables = fd.from_keras(model)
-  assert set(variables['params']) == {'shared', 'td'}
-  assert jax.tree.map(jnp.shape, variables['params']['shared']) == {
-    'bias': (5,),
-    'kernel': (4, 5),
+  assert jax.tree.map(jnp.shape, variables) == {
+    'params': {'shared': {'bias': (4,), 'kernel': (4, 4)}}
   }
-  info = fd.summary(module, *two_masked_inputs())
-  assert info.total_params == model.count_params()
-  # Changing the one kernel changes both branches.
-  inputs = two_masked_inputs()
-  changed = jax.tree.map(lambda w: w, variables)
-  changed['params']['shared'] = {
-    'kernel': jnp.zeros((4, 5)),
-    'bias': jnp.zeros(5),
-  }
-  left_and_right = module.apply(changed, *inputs)[0]  # pool of add
-  np.testing.assert_allclose(left_and_right, 0.0, atol=1e-6)
-
-
-def test_graph_modules_hash_and_jit_as_static_arguments():
-  model = build(branches_graph)
-  module, variables = fd.from_keras(model)
-  assert isinstance(module, fd.KerasFunctional)
-  assert hash(module) == hash(fd.from_keras(model)[0])
-  x = random((3, 5, 4))
-
-  @jax.jit
-  def apply(variables, x):
-    return module.apply(variables, x)
-
-  apply_static = jax.jit(lambda m, v, x: m.apply(v, x), static_argnums=0)
-  static = apply_static(module, variables, x)
-  for a, b in zip(apply(variables, x), static, strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-  nnx_model = fd.from_keras(model, api='nnx')
-  assert isinstance(nnx_model, fd.nnx.KerasFunctional)
-  hash(nnx_model)
-  # A chain still imports as KerasSequential, which hashes too.
-  chain = build(lambda: keras.Sequential([keras.Input((3,)), layers.Dense(2)]))
-  sequential, _ = fd.from_keras(chain)
-  assert isinstance(sequential, fd.KerasSequential)
-  assert hash(sequential) == hash(fd.from_keras(chain)[0])
-
-
-def test_hand_written_sequential_with_list_fields_hashes_and_clones():
-  module = fd.KerasSequential(
-    layers=[fd.Masking(0.0), nn.Dense(3)],
-    names=['masking', 'dense'],
-    mask_flow=['compute', 'propagate'],
-  )
-  hash(module)
-  x = jnp.ones((2, 4, 3))
-  variables = module.init(jax.random.key(0), x)
-  assert module.apply(variables, x).shape == (2, 4, 3)
+  x = random((3, 4))
+  assert fd.summary(module, x).total_params == model.count_params()
+  # With the one set of weights zero, both calls give 0: 0 - x remains.
+  zero = jax.tree.map(jnp.zeros_like, variables)
+  np.testing.assert_allclose(jax.jit(module.apply)(zero, x), -x, atol=1e-7)
 
 
 def test_time_distributed_of_other_layers_is_a_clear_error():
