@@ -1,8 +1,8 @@
 """A Keras model imported, fine-tuned in JAX, handed back to Keras, exported.
 
-1. Build a small masked Keras 3 model (Masking -> Dense -> per-position
-   EinsumDense -> GlobalAveragePooling1D -> Dense) and import it with
-   ``fd.from_keras``.
+1. Build a small Keras 3 model (Masking -> Dense -> per-position
+   EinsumDense -> GlobalAveragePooling1D -> Dense; as in Keras, the mask
+   ends at the EinsumDense) and import it with ``fd.from_keras``.
 2. Fine-tune the Flax module with optax on padded sequences (the target is
    the mean of the kept steps' features).
 3. Hand it back with ``fd.to_keras_model``: Keras's ``predict`` equals the
@@ -42,7 +42,7 @@ def keras_model() -> keras.Model:
   return keras.Sequential(
     [
       keras.Input((STEPS, FEATURES)),
-      keras.layers.Masking(0.0),
+      keras.layers.Masking(0.0, name='masking'),
       keras.layers.Dense(8, activation='tanh', name='encode'),
       keras.layers.EinsumDense(
         'abc,bcd->abd',

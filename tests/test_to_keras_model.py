@@ -257,3 +257,15 @@ def test_without_input_shape_the_layers_are_built_from_their_weights():
   np.testing.assert_allclose(
     _predict(model, x), module.apply(variables, x), rtol=1e-6
   )
+
+
+def test_an_nnx_model_holds_its_own_weights():
+  source = keras.Sequential(
+    [keras.Input((4, 3)), L.Masking(), L.Dense(2), L.GlobalAveragePooling1D()]
+  )
+  model = fd.from_keras(source, api='nnx')
+  x = _padded((3, 4, 3))
+  back = fd.to_keras_model(model)
+  np.testing.assert_allclose(_predict(back, x), model(x), rtol=1e-6)
+  with pytest.raises(ValueError, match='NNX module holds its own weights'):
+    fd.to_keras_model(model, {})
