@@ -164,6 +164,7 @@ def keras_masked_metrics(probabilities, labels, mask):
 def test_masked_loss_and_accuracy_match_keras_compiled_model():
   logits, labels, mask = sequence_batch()
   mask[2, 0] = True  # Keras gives NaN for a fully masked batch, not this one
+  labels[2, 0] = 1  # a kept step needs a label in range
   probabilities = np.asarray(
     jax.nn.softmax(np.where(mask[..., None], logits, 0))
   )
