@@ -46,6 +46,28 @@ def _linen_sequential():
   )
 
 
+def _nodes():
+  # y = dense(a) + dense(b): one layer called twice, and a merge.
+  from flax_dense._src.interop.keras_graph import Node
+
+  return [
+    Node((0,), steps=(0,)),
+    Node((1,), steps=(0,)),
+    Node((2, 3), merge='Add'),
+  ]
+
+
+def _linen_functional():
+  return fd.KerasFunctional(
+    layers=(nn.Dense(4),),
+    names=('dense',),
+    mask_flow=('propagate',),
+    nodes=tuple(_nodes()),
+    inputs=2,
+    outputs=(4,),
+  )
+
+
 # name: (layer, inputs, keyword arguments of apply). Every public linen
 # layer has a row (test_every_public_layer_has_a_row).
 LINEN = {
@@ -74,6 +96,7 @@ LINEN = {
   'SpatialDropout2D': (fd.SpatialDropout2D(0.5), (MAPS_2D,), DROP),
   'SpatialDropout3D': (fd.SpatialDropout3D(0.5), (MAPS_3D,), DROP),
   'KerasSequential': (_linen_sequential(), (SEQ,), {}),
+  'KerasFunctional': (_linen_functional(), (VEC, VEC), {}),
 }
 
 
@@ -157,6 +180,17 @@ NNX = {
     (MAPS_3D,),
   ),
   'KerasSequential': (_nnx_sequential, (SEQ,)),
+  'KerasFunctional': (
+    lambda: fd.nnx.KerasFunctional(
+      [nnx.Linear(3, 4, rngs=_rngs())],
+      names=['dense'],
+      mask_flow=['propagate'],
+      nodes=_nodes(),
+      inputs=2,
+      outputs=[4],
+    ),
+    (VEC, VEC),
+  ),
 }
 
 
