@@ -245,7 +245,6 @@ def test_default_initializers_dtype_and_logical_partitioning(key):
   'kwargs,shape,mask_shape,message',
   [
     ({'units': 0}, (2, 3, 4), None, 'AttentionDecoder: units must be a'),
-    ({'output_dim': 2.0}, (2, 3, 4), None, 'output_dim must be a positive'),
     ({}, (4,), None, 'rank >= 2 and at least one timestep, got shape (4,)'),
     ({}, (2, 0, 4), None, 'at least one timestep, got shape (2, 0, 4)'),
     ({}, (2, 3, 4), (2, 4), 'mask must have shape (2, 3)'),
@@ -256,6 +255,18 @@ def test_errors(kwargs, shape, mask_shape, message, key):
   mask = None if mask_shape is None else jnp.ones(mask_shape, bool)
   with pytest.raises(ValueError, match=re.escape(message)):
     layer.init(key, jnp.ones(shape), mask)
+
+
+def test_a_float_size_is_a_type_error(key):
+  layer = fd.AttentionDecoder(units=4, output_dim=2.0)
+  with pytest.raises(
+    TypeError,
+    match=re.escape(
+      'AttentionDecoder: output_dim must be a positive integer, got 2.0 of'
+      ' type float.'
+    ),
+  ):
+    layer.init(key, jnp.ones((2, 3, 4)))
 
 
 def test_error_on_features_other_than_built():

@@ -586,8 +586,14 @@ def _mask_check(args, out):
 
 
 def _masking_inputs(mask_value):
+  """``X`` with step 1 of example 0 padded by ``mask_value``, if it can be.
+
+  A value that is not a real number leaves ``X`` as it is: the layer is
+  then expected to refuse the value itself.
+  """
   x = np.asarray(X).copy()
-  x[0, 1] = mask_value
+  if isinstance(mask_value, int | float | np.integer | np.floating):
+    x[0, 1] = mask_value
   return jnp.asarray(x)
 
 
@@ -695,6 +701,7 @@ def _dropout_check(args, out):
   rate = float(args['rate'])
   if args.get('deterministic') or rate == 0:
     np.testing.assert_array_equal(out, x)
+    return
   kept = out != 0
   np.testing.assert_allclose(out[kept], x[kept] / (1 - rate), rtol=1e-6)
 

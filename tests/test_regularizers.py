@@ -258,12 +258,6 @@ def test_constrain_trains_a_per_position_dense_within_its_norm(key):
       r' -1.0',
     ),
     (
-      lambda: fd.PerPositionDense(2, activity_regularizer=0.01).init(
-        jax.random.key(0), jnp.ones((1, 2, 3))
-      ),
-      r'PerPositionDense: activity_regularizer must be None or a function',
-    ),
-    (
       lambda: fd.weight_penalty({'Dense_0': {'kernel': 1.0}}, abs, 'kernal'),
       r"weight_penalty: no parameter is named 'kernal'.*'Dense_0/kernel'",
     ),
@@ -284,6 +278,16 @@ def test_constrain_trains_a_per_position_dense_within_its_norm(key):
 def test_errors(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_an_activity_regularizer_that_is_not_a_function_is_a_type_error():
+  layer = fd.PerPositionDense(2, activity_regularizer=0.01)
+  with pytest.raises(
+    TypeError,
+    match=r'PerPositionDense: activity_regularizer must be None or a function'
+    r'.*got 0.01 of type float',
+  ):
+    layer.init(jax.random.key(0), jnp.ones((1, 2, 3)))
 
 
 def test_weight_penalty_and_constrain_read_nnx_states_like_linen_params():

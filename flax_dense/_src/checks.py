@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
@@ -142,6 +143,23 @@ def check_real(
   if bad:
     raise ValueError(f'{layer}: {name} must be {expected}, got {value!r}.')
   return number
+
+
+def check_mask_value(value: Any, layer: str) -> float:
+  """``Masking``'s ``mask_value`` as a float: any real number, NaN included.
+
+  Raises:
+    TypeError: unless ``value`` is a real number (``None``, a string, a
+      complex number and a bool are not).
+  """
+  return check_real(
+    value,
+    layer,
+    'mask_value',
+    'a real number (the padding value; NaN masks all-NaN timesteps)',
+    allow_nan=True,
+    allow_inf=True,
+  )
 
 
 def check_rate(rate: Any, layer: str, name: str = 'rate') -> float:
@@ -264,6 +282,28 @@ def check_int_tuple(value: Any, layer: str, name: str) -> tuple[int, ...]:
   return tuple(int(entry) for entry in value)
 
 
+def is_dim(value: Any) -> bool:
+  """Whether ``value`` is a shape entry: an integer or a symbolic size.
+
+  A symbolic size comes from ``jax.export.symbolic_shape``; it is never
+  compared or converted with ``int()`` here.
+  """
+  return is_int(value) or jax.export.is_symbolic_dim(value)
+
+
+def check_shape(value: Any, layer: str, name: str) -> tuple[Any, ...]:
+  """``value`` as a tuple if it is a shape: integers or symbolic sizes.
+
+  Raises:
+    TypeError: unless ``value`` is a tuple or list of shape entries.
+  """
+  if not isinstance(value, tuple | list) or not all(map(is_dim, value)):
+    raise TypeError(
+      f'{layer}: {name} must be a tuple of integers, got {_given(value)}.'
+    )
+  return tuple(value)
+
+
 def check_axes(value: Any, layer: str, name: str = 'axis') -> int | tuple:
   """``value`` as an int or a tuple of ints, an axis or axes.
 
@@ -336,6 +376,57 @@ def check_rank(inputs: jax.Array, rank: int, layout: str, layer: str) -> None:
     )
 
 
+def as_array(value: Any, caller: str, name: str) -> jax.Array:
+  """``value`` as a JAX array, or our own error naming ``caller``.
+
+  Raises:
+    TypeError: for a value that is not an array or nested numbers
+      (``None``, a string, a dict, a ragged list).
+  """
+  if isinstance(value, str | bytes | dict) or value is None:
+    raise TypeError(f'{caller}: {name} must be an array, got {_given(value)}.')
+  try:
+    return jnp.asarray(value)
+  except (TypeError, ValueError):
+    raise TypeError(
+      f'{caller}: {name} must be an array, got {_given(value)}.'
+    ) from None
+
+
+def check_array_shape(
+  caller: str,
+  name: str,
+  array: Any,
+  expected: Sequence[Any],
+  layout: str,
+) -> None:
+  """Raises our own error unless ``array`` has the shape ``expected``.
+
+  The one shape check of the public per-example functions, whose users
+  pass the arrays themselves.
+
+  Args:
+    caller: the function, named in the message.
+    name: the argument.
+    array: its value.
+    expected: the shape it must have; a ``None`` entry matches any size.
+    layout: the shape in words, e.g. ``'(P, D)'``.
+
+  Raises:
+    ValueError: if the rank or a size differs.
+  """
+  shape = tuple(np.shape(array))
+  if len(shape) != len(expected) or any(
+    want is not None and size != want
+    for size, want in zip(shape, expected, strict=False)
+  ):
+    wanted = tuple('any' if want is None else want for want in expected)
+    raise ValueError(
+      f'{caller}: {name} must have shape {layout}, here {wanted}, got shape'
+      f' {shape}.'
+    )
+
+
 def check_min_rank(
   inputs: jax.Array, rank: int, layout: str, layer: str, name: str = 'inputs'
 ) -> None:
@@ -365,7 +456,9 @@ def check_weight_shape(
     )
 
 
-def checked_initializer(init: Any, layer: str, name: str) -> Initializer:
+def checked_initializer(
+  init: Any, layer: str, name: str, field: str | None = None
+) -> Initializer:
   """``init``, checked to be callable and to return the shape asked for.
 
   The one place both front ends make a parameter through: linen passes the
@@ -376,13 +469,14 @@ def checked_initializer(init: Any, layer: str, name: str) -> Initializer:
   Args:
     init: the initializer, ``init(key, shape, dtype) -> array``.
     layer: the layer, named in the messages.
-    name: the parameter, e.g. ``'kernel'``; the field is ``name + '_init'``.
+    name: the parameter, e.g. ``'kernel'``.
+    field: the argument that gave ``init``; default ``name + '_init'``.
 
   Raises:
     TypeError: at once, if ``init`` is not callable.
     ValueError: when called, if ``init`` returns another shape.
   """
-  check_initializer(init, layer, f'{name}_init')
+  check_initializer(init, layer, f'{name}_init' if field is None else field)
 
   def checked(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32):
     value = init(key, shape, dtype)
@@ -448,6 +542,32 @@ def const_product_size(
   return size
 
 
+def _real_array(value: Any, layer: str, name: str) -> Any:
+  """``value`` as an array of real numbers: NumPy's, or a traced one.
+
+  Raises:
+    TypeError: for strings, bools, complex numbers or other objects.
+    ValueError: for NaN or infinite entries of a concrete array.
+  """
+  traced = isinstance(value, jax.core.Tracer)
+  try:
+    array = value if traced else np.asarray(value)
+  except (TypeError, ValueError):
+    array = None
+  if array is None or np.dtype(array.dtype).kind not in 'iuf':
+    dtype = 'ragged' if array is None else array.dtype
+    raise TypeError(
+      f'{layer}: {name} must be an array of real numbers, got'
+      f' {_given(value)} (dtype {dtype}).'
+    )
+  if not traced and not np.all(np.isfinite(array)):
+    raise ValueError(
+      f'{layer}: {name} must be finite, got {value!r} with NaN or infinite'
+      ' entries.'
+    )
+  return array
+
+
 def const_product_weights(
   weights: Any, trainable: bool, size: int | None
 ) -> np.ndarray | None:
@@ -457,7 +577,14 @@ def const_product_weights(
     weights: the given values, ``(N,)`` or ``(1, N)``, or ``None``.
     trainable: whether ``w`` is trained; frozen weights must be given.
     size: the N they must have, or ``None`` to take theirs.
+
+  Raises:
+    TypeError: if ``trainable`` is not a bool or ``weights`` not real
+      numbers.
+    ValueError: for frozen weights not given, or weights of another shape
+      or with NaN or infinite entries.
   """
+  trainable = check_bool(trainable, 'ConstProduct', 'trainable')
   if weights is None:
     if not trainable:
       raise ValueError(
@@ -466,7 +593,7 @@ def const_product_weights(
         ' trainable=True.'
       )
     return None
-  weights = np.asarray(weights)
+  weights = _real_array(weights, 'ConstProduct', 'weights')
   if weights.ndim == 2 and weights.shape[0] == 1:
     weights = weights[0]
   if weights.ndim != 1 or (size is not None and weights.shape != (size,)):
@@ -580,18 +707,21 @@ def single_positive_int(value: Any, layer: str, name: str) -> int:
   """A positive int given as Keras accepts it: ``3``, ``(3,)`` or ``[3]``.
 
   Raises:
-    TypeError: unless ``value`` is an integer or a tuple or list of one.
-    ValueError: if the integer is not positive.
+    TypeError: unless ``value`` is an integer or a tuple or list of them.
+    ValueError: for a tuple or list of another length than one, or an
+      integer that is not positive.
   """
-  single = value[0] if isinstance(value, tuple | list) and value else value
-  if (isinstance(value, tuple | list) and len(value) != 1) or not is_int(
-    single
-  ):
-    raise TypeError(
-      f'{layer}: {name} must be a positive integer or a tuple of one, got'
-      f' {_given(value)}.'
-    )
-  return check_positive_int(single, layer, name)
+  expected = 'a positive integer or a tuple of one'
+  if isinstance(value, tuple | list):
+    if len(value) != 1:
+      raise ValueError(
+        f'{layer}: {name} must be {expected} (1D), got {value!r} with'
+        f' {len(value)} entries.'
+      )
+    value = value[0]
+  if not is_int(value):
+    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
+  return check_positive_int(value, layer, name)
 
 
 def locally_connected_1d_options(

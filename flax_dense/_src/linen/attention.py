@@ -8,9 +8,9 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from flax_dense._src import checks, initializers
 from flax_dense._src.linen.common import stored_shape
 from flax_dense._src.ops.attention import (
-  ATTENTION_KERNELS,
   attention_decoder_layer,
   attention_decoder_shapes,
+  initializer_field,
 )
 
 
@@ -77,11 +77,10 @@ class AttentionDecoder(nn.Module):
   bias_init: Initializer = initializers.zeros
 
   def _initializer(self, name: str) -> Initializer:
-    if name.startswith('b_'):
-      return self.bias_init
-    if name in ATTENTION_KERNELS:
-      return self.kernel_init
-    return self.recurrent_init
+    field = initializer_field(name)
+    return checks.checked_initializer(
+      getattr(self, field), 'AttentionDecoder', name, field
+    )
 
   @nn.compact
   def __call__(

@@ -102,6 +102,9 @@ class LocallyConnected1D(nn.Module):
       output_length)`` for ``'channels_first'``.
 
     Raises:
+      TypeError: for an option of the wrong type (see
+        ``checks.locally_connected_1d_options``) or an initializer that is
+        not callable.
       ValueError: for an invalid option, inputs of rank below 2 or with
         fewer steps than ``kernel_size``, or steps or features other than
         the parameters were built for.
@@ -115,6 +118,12 @@ class LocallyConnected1D(nn.Module):
       self.data_format,
       self.use_bias,
     )
+    kernel_init = checks.checked_initializer(
+      self.kernel_init, 'LocallyConnected1D', 'kernel'
+    )
+    bias_init = checks.checked_initializer(
+      self.bias_init, 'LocallyConnected1D', 'bias'
+    )
     inputs = jnp.asarray(inputs)
     kernel_shape = checks.locally_connected_1d_kernel_shape(
       inputs.shape,
@@ -124,14 +133,12 @@ class LocallyConnected1D(nn.Module):
       self.data_format,
       stored_shape(self, 'params', 'kernel'),
     )
-    kernel = self.param(
-      'kernel', self.kernel_init, kernel_shape, self.param_dtype
-    )
+    kernel = self.param('kernel', kernel_init, kernel_shape, self.param_dtype)
     bias = None
     if self.use_bias:
       bias = self.param(
         'bias',
-        self.bias_init,
+        bias_init,
         (kernel_shape[0], self.filters),
         self.param_dtype,
       )

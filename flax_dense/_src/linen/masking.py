@@ -26,8 +26,17 @@ class Masking(nn.Module):
     >>> fd.compute_mask(x, mask_value=-1.0)
     Array([[ True, False,  True]], dtype=bool)
 
+  With ``mask_value=float('nan')`` the timesteps whose features are all
+  NaN are masked, a padding Keras cannot express (NaN equals nothing)::
+
+    >>> nan = float('nan')
+    >>> fd.Masking(mask_value=nan).apply({}, jnp.array([[[nan, nan], [1.0, nan]]]))
+    Array([[[ 0.,  0.],
+            [ 1., nan]]], dtype=float32)
+
   Attributes:
-    mask_value: the padding value.
+    mask_value: the padding value, a real number (NaN and infinities
+      allowed).
   """
 
   mask_value: float = 0.0
@@ -40,5 +49,9 @@ class Masking(nn.Module):
 
     Returns:
       ``(..., T, F)`` with masked timesteps zeroed.
+
+    Raises:
+      TypeError: if ``mask_value`` is not a real number.
+      ValueError: if ``inputs`` is a scalar.
     """
     return masking_layer(jnp.asarray(inputs), self.mask_value)

@@ -68,16 +68,19 @@ class MultiIODense(nn.Module):
       ``(...)``.
 
     Raises:
+      TypeError: if ``features`` is not an integer or ``kernel_init`` not
+        callable.
       ValueError: for a non-positive ``features``, a scalar input, ``b``
         without ``features`` features, leading axes of ``a`` and ``b`` that
         differ, or D differing from the kernel's.
     """
     checks.check_positive_int(self.features, 'MultiIODense', 'features')
+    kernel_init = checks.checked_initializer(
+      self.kernel_init, 'MultiIODense', 'kernel'
+    )
     a, b = jnp.asarray(a), jnp.asarray(b)
     kernel_shape = checks.multi_io_kernel_shape(
       a.shape, b.shape, self.features, stored_shape(self, 'params', 'kernel')
     )
-    kernel = self.param(
-      'kernel', self.kernel_init, kernel_shape, self.param_dtype
-    )
+    kernel = self.param('kernel', kernel_init, kernel_shape, self.param_dtype)
     return multi_io_dense_layer(a, b, kernel, self.dtype, self.precision)

@@ -38,6 +38,8 @@ class _GlobalPooling1D(nn.Module):
       ``(B, C)``; with ``keepdims``, ``(B, 1, C)`` or ``(B, C, 1)``.
 
     Raises:
+      TypeError: if ``data_format`` is not a string or ``keepdims`` not a
+        bool.
       ValueError: for an unknown ``data_format``, inputs not of rank 3, or
         a mask not of shape ``(B, T)``.
     """

@@ -74,7 +74,11 @@ class ConstProduct(nn.Module):
     if isinstance(weights, list | np.ndarray | jax.Array) and not isinstance(
       weights, jax.core.Tracer
     ):
-      object.__setattr__(self, 'weights', _nested_tuple(np.asarray(weights)))
+      try:
+        weights = _nested_tuple(np.asarray(weights))
+      except ValueError:  # ragged: left as given for the check to refuse
+        pass
+      object.__setattr__(self, 'weights', weights)
     super().__post_init__()
 
   @nn.compact
@@ -88,23 +92,27 @@ class ConstProduct(nn.Module):
       ``(..., 1)``.
 
     Raises:
+      TypeError: if ``trainable`` is not a bool, ``weights`` not real
+        numbers or ``kernel_init`` not callable.
       ValueError: if frozen without ``weights``, ``weights`` does not have N
         entries, or ``inputs`` is a scalar or has a different N than the
         stored weights.
     """
+    trainable = checks.check_bool(self.trainable, 'ConstProduct', 'trainable')
+    kernel_init = checks.checked_initializer(
+      self.kernel_init, 'ConstProduct', 'kernel'
+    )
     inputs = jnp.asarray(inputs)
-    collection = 'params' if self.trainable else CONSTANTS
+    collection = 'params' if trainable else CONSTANTS
     built_shape = stored_shape(self, collection, 'kernel')
     size = checks.const_product_size(inputs.shape, built_shape)
     # Given weights are checked when the layer is built; once built, the
     # stored (possibly restored) values are the truth.
     initial = None
     if built_shape is None:
-      initial = checks.const_product_weights(self.weights, self.trainable, size)
-    if self.trainable:
-      init_fn = (
-        self.kernel_init if initial is None else initializers.given(initial)
-      )
+      initial = checks.const_product_weights(self.weights, trainable, size)
+    if trainable:
+      init_fn = kernel_init if initial is None else initializers.given(initial)
       weights = self.param('kernel', init_fn, (size,), self.param_dtype)
     else:
       weights = self.variable(

@@ -45,7 +45,8 @@ class ActivityRegularization(nn.Module):
       ``inputs``, unchanged.
 
     Raises:
-      ValueError: if ``l1`` or ``l2`` is negative, infinite or not a number.
+      TypeError: if ``l1`` or ``l2`` is not a real number.
+      ValueError: if ``l1`` or ``l2`` is negative, infinite or NaN.
     """
     checks.check_factor(self.l1, 'l1', 'ActivityRegularization')
     checks.check_factor(self.l2, 'l2', 'ActivityRegularization')

@@ -8,9 +8,9 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 from flax_dense._src import checks, initializers
 from flax_dense._src.nnx.common import check_rngs, make_param
 from flax_dense._src.ops.attention import (
-  ATTENTION_KERNELS,
   attention_decoder_layer,
   attention_decoder_shapes,
+  initializer_field,
 )
 
 
@@ -69,18 +69,19 @@ class AttentionDecoder(nnx.Module):
     checks.check_attention_fields(units, output_dim, return_probabilities)
     checks.check_positive_int(in_features, layer, 'in_features')
     rngs = check_rngs(rngs, layer)
+    inits = {
+      'kernel_init': kernel_init,
+      'recurrent_init': recurrent_init,
+      'bias_init': bias_init,
+    }
     for name, shape in attention_decoder_shapes(
       in_features, units, output_dim
     ).items():
-      if name.startswith('b_'):
-        init = bias_init
-      elif name in ATTENTION_KERNELS:
-        init = kernel_init
-      else:
-        init = recurrent_init
-      setattr(
-        self, name, make_param(layer, name, init, rngs, shape, param_dtype)
+      field = initializer_field(name)
+      param = make_param(
+        layer, name, inits[field], rngs, shape, param_dtype, field=field
       )
+      setattr(self, name, param)
     self.units = units
     self.output_dim = output_dim
     self.in_features = in_features

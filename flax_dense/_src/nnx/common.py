@@ -30,13 +30,14 @@ def make_param(
   shape: tuple[int, ...],
   param_dtype: Dtype,
   metadata: Mapping[str, Any] | None = None,
+  field: str | None = None,
 ) -> nnx.Param:
   """An ``nnx.Param`` drawn by ``init``, checked like linen checks it.
 
   The initializer may be wrapped by ``nnx.with_partitioning``: its sharding
   metadata then travels with the variable.
   """
-  init = checks.checked_initializer(init, layer, name)
+  init = checks.checked_initializer(init, layer, name, field)
   return nnx.Param(init(rngs.params(), shape, param_dtype), **(metadata or {}))
 
 

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flax_dense._src import checks
 from flax_dense._src.ops.masking import masking_layer
 
 
@@ -23,11 +24,12 @@ class Masking(nnx.Module):
             [0., 0.]]], dtype=float32)
 
   Args:
-    mask_value: the padding value.
+    mask_value: the padding value, a real number; ``float('nan')`` masks
+      the timesteps whose features are all NaN.
   """
 
   def __init__(self, mask_value: float = 0.0):
-    self.mask_value = mask_value
+    self.mask_value = checks.check_mask_value(mask_value, 'Masking')
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Applies the mask.

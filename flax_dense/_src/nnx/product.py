@@ -65,7 +65,8 @@ class ConstProduct(nnx.Module):
   ):
     layer = 'ConstProduct'
     checks.check_positive_int(in_features, layer, 'in_features')
-    checks.check_bool(trainable, layer, 'trainable')
+    trainable = checks.check_bool(trainable, layer, 'trainable')
+    checks.check_initializer(kernel_init, layer, 'kernel_init')
     if isinstance(weights, nnx.Variable):
       raise TypeError(
         f'ConstProduct: weights must be the initial values (an array or a'

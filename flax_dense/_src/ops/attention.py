@@ -8,12 +8,26 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
+from flax_dense._src import checks
 from flax_dense._src.ops.batching import vmap_batch_axes
 
 #: Params initialised with ``kernel_init``; the other matrices are recurrent
 #: (``recurrent_init``) and the ``b_*`` vectors are biases (``bias_init``),
 #: as in the Keras tutorial.
 ATTENTION_KERNELS = ('V_a', 'W_a', 'U_a')
+
+
+def initializer_field(name: str) -> str:
+  """The argument whose initializer draws the param ``name`` of the decoder.
+
+  Biases (``b_*``) take ``bias_init``, the attention kernels
+  ``kernel_init``, the other (recurrent) matrices ``recurrent_init``.
+  """
+  if name.startswith('b_'):
+    return 'bias_init'
+  if name in ATTENTION_KERNELS:
+    return 'kernel_init'
+  return 'recurrent_init'
 
 
 def attention_decoder_shapes(
@@ -29,7 +43,18 @@ def attention_decoder_shapes(
   Returns:
     ``{name: shape}`` for ``V_a, W_a, U_a, b_a, W_s``, ``C_g, U_g, W_g, b_g``
     for the gates g in r, z, p, and ``C_o, U_o, W_o, b_o``.
+
+  Raises:
+    TypeError: if a size is not an integer.
+    ValueError: if a size is not positive.
   """
+  for name, size in (
+    ('in_features', in_features),
+    ('units', units),
+    ('output_dim', output_dim),
+  ):
+    if not jax.export.is_symbolic_dim(size):
+      checks.check_positive_int(size, 'attention_decoder_shapes', name)
   shapes = {
     'V_a': (units,),
     'W_a': (units, units),
@@ -113,7 +138,21 @@ def attention_decoder(
   Returns:
     ``(T, output_dim)`` label distributions, or ``(T, T)`` attention weights
     (row i: the weights over encoder timesteps at step i).
+
+  Raises:
+    TypeError: if ``return_probabilities`` is not a bool.
+    ValueError: if ``inputs`` is not ``(T, D)`` with ``T >= 1``.
   """
+  checks.check_bool(
+    return_probabilities, 'attention_decoder', 'return_probabilities'
+  )
+  inputs = jnp.asarray(inputs)
+  checks.check_rank(inputs, 2, '(timesteps, features)', 'attention_decoder')
+  checks.check_nonempty_axes(
+    'attention_decoder',
+    inputs.shape,
+    {'timesteps': inputs.shape[0], 'features': inputs.shape[1]},
+  )
   timesteps, in_features = inputs.shape
   units = params['W_a'].shape[0]
   output_dim = params['W_o'].shape[0]

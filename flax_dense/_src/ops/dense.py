@@ -3,13 +3,13 @@
 import functools
 from collections.abc import Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 from jax import lax
 
+from flax_dense._src import checks
 from flax_dense._src.ops import dense_kernels
 from flax_dense._src.ops.batching import vmap_leading
 
@@ -32,19 +32,20 @@ def per_position_dense(
 
   Returns:
     ``(P, K)``.
+
+  Raises:
+    ValueError: if the shapes do not fit together.
   """
+  caller = 'per_position_dense'
+  checks.check_array_shape(caller, 'kernel', kernel, (None,) * 3, '(P, D, K)')
   positions, in_features, features = kernel.shape
-  chex.assert_shape(
-    inputs,
-    (positions, in_features),
-    custom_message='per_position_dense: inputs must be (P, D).',
+  checks.check_array_shape(
+    caller, 'inputs', inputs, (positions, in_features), '(P, D)'
   )
   outputs = jnp.einsum('pd,pdk->pk', inputs, kernel, precision=precision)
   if bias is not None:
-    chex.assert_shape(
-      bias,
-      (positions, features),
-      custom_message='per_position_dense: bias must be (P, K).',
+    checks.check_array_shape(
+      caller, 'bias', bias, (positions, features), '(P, K)'
     )
     outputs = outputs + bias
   return outputs

@@ -11,7 +11,7 @@ from flax_dense._src import checks
 def dropout(
   inputs: jax.Array,
   rate: float,
-  key: jax.Array,
+  key: jax.Array | None,
   noise_shape: Sequence[int] | None = None,
 ) -> jax.Array:
   """Zeroes entries with probability ``rate`` and scales the rest up.
@@ -27,7 +27,8 @@ def dropout(
     rate: fraction of entries to drop, a Python (or NumPy) float in
       [0, 1); ``0`` is the identity. It is static: a traced rate is
       refused.
-    key: PRNG key of the drop decisions.
+    key: PRNG key of the drop decisions; may be ``None`` only when
+      ``rate`` is 0.
     noise_shape: shape of the drop decisions, broadcast to ``S``: an axis of
       size 1 shares one decision along it; default ``S``.
 
@@ -37,17 +38,22 @@ def dropout(
   Raises:
     TypeError: if ``rate`` is not a real number or ``noise_shape`` not a
       tuple of integers.
-    ValueError: if ``rate`` is outside [0, 1) or ``noise_shape`` does not
-      broadcast to ``S``.
+    ValueError: if ``rate`` is outside [0, 1), ``key`` is ``None`` for a
+      positive rate, or ``noise_shape`` does not broadcast to ``S``.
   """
   rate = checks.check_rate(rate, 'dropout')
   inputs = jnp.asarray(inputs)
   if rate == 0.0:
     return inputs
+  if key is None:
+    raise ValueError(
+      f'dropout: key must be a PRNG key (jax.random.key) for rate {rate},'
+      ' got None.'
+    )
   keep_prob = 1.0 - rate
   shape = inputs.shape
   if noise_shape is not None:
-    shape = checks.check_int_tuple(noise_shape, 'dropout', 'noise_shape')
+    shape = checks.check_shape(noise_shape, 'dropout', 'noise_shape')
     try:
       fits = jnp.broadcast_shapes(shape, inputs.shape) == inputs.shape
     except ValueError:

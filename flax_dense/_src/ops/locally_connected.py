@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
+from flax_dense._src import checks
 from flax_dense._src.checks import valid_output_length
 from flax_dense._src.ops.batching import vmap_leading
 from flax_dense._src.ops.dense import (
@@ -110,7 +111,16 @@ def locally_connected_1d(
 
   Returns:
     ``(L_out, filters)``, or ``(filters, L_out)`` for ``'channels_first'``.
+
+  Raises:
+    TypeError: if ``strides`` is not an integer or ``data_format`` not a
+      string.
+    ValueError: if ``strides`` is not positive or ``data_format`` unknown.
   """
+  strides = checks.check_positive_int(
+    strides, 'locally_connected_1d', 'strides'
+  )
+  checks.check_data_format(data_format, 'locally_connected_1d')
   chex.assert_rank(
     [inputs, kernel],
     [2, 3],
@@ -119,6 +129,11 @@ def locally_connected_1d(
   )
   in_features, input_length = (
     inputs.shape[::-1] if data_format == 'channels_last' else inputs.shape
+  )
+  checks.check_nonempty_axes(
+    'locally_connected_1d',
+    inputs.shape,
+    {'steps': input_length, 'features': in_features},
   )
   length, window_features, filters = kernel.shape
   kernel_size = window_features // in_features

@@ -3,9 +3,12 @@
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from flax_dense._src import checks
 from flax_dense._src.ops.pooling import masked_mean
 
 # Keras's backend.epsilon(): probabilities are clipped to [eps, 1 - eps].
@@ -16,8 +19,9 @@ def _checked(
   labels: Any, predictions: Any, mask: Any, caller: str
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The arguments as arrays, the mask as booleans, after checking them."""
-  labels, predictions = jnp.asarray(labels), jnp.asarray(predictions)
-  mask = jnp.asarray(mask)
+  labels = checks.as_array(labels, caller, 'labels')
+  predictions = checks.as_array(predictions, caller, 'predictions')
+  mask = checks.as_array(mask, caller, 'mask')
   if predictions.ndim < 1 or labels.shape != predictions.shape[:-1]:
     raise ValueError(
       f'{caller}: predictions must be (..., T, classes) and labels (..., T)'
@@ -34,7 +38,32 @@ def _checked(
       f'{caller}: mask must have the shape of labels {labels.shape}, got'
       f' {mask.shape}.'
     )
-  return labels, predictions, mask.astype(bool)
+  mask = mask.astype(bool)
+  _check_label_range(labels, mask, predictions.shape[-1], caller)
+  return labels, predictions, mask
+
+
+def _check_label_range(
+  labels: jax.Array, mask: jax.Array, classes: int, caller: str
+) -> None:
+  """Raises our own error for a kept label outside ``[0, classes)``.
+
+  Only concrete labels and masks are checked: under ``jax.jit`` they are
+  traced and an out-of-range kept label is not detected (it would read a
+  clipped class; masked steps may hold anything either way).
+  """
+  if isinstance(labels, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+    return
+  values, kept = np.asarray(labels), np.asarray(mask)
+  bad = kept & ((values < 0) | (values >= classes))
+  if bad.any():
+    where = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(
+      f'{caller}: labels at kept steps must be class indices in'
+      f' [0, {classes}) for predictions with {classes} classes, got'
+      f' {int(values[where])} at index {where} ({int(bad.sum())} kept'
+      ' labels out of range); mask out padding steps instead.'
+    )
 
 
 def _mean_over_kept(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -86,12 +115,14 @@ def masked_sparse_categorical_crossentropy(
     A scalar.
 
   Raises:
-    ValueError: if the shapes do not fit together or labels are not
-      integers.
+    TypeError: if ``from_logits`` is not a bool.
+    ValueError: if the shapes do not fit together, labels are not
+      integers, or a kept label is outside ``[0, K)`` (checked when labels
+      and mask are concrete, not under ``jax.jit``).
   """
-  labels, predictions, keep = _checked(
-    labels, predictions, mask, 'masked_sparse_categorical_crossentropy'
-  )
+  caller = 'masked_sparse_categorical_crossentropy'
+  from_logits = checks.check_bool(from_logits, caller, 'from_logits')
+  labels, predictions, keep = _checked(labels, predictions, mask, caller)
   # Masked steps get harmless values before any math, so that no NaN or
   # out-of-range label there can leak into the gradient (0 * NaN = NaN).
   labels = jnp.where(keep, labels, 0)
@@ -139,8 +170,9 @@ def masked_sparse_categorical_accuracy(
     A float32 scalar in [0, 1].
 
   Raises:
-    ValueError: if the shapes do not fit together or labels are not
-      integers.
+    ValueError: if the shapes do not fit together, labels are not
+      integers, or a kept label is outside ``[0, K)`` (checked when labels
+      and mask are concrete, not under ``jax.jit``).
   """
   labels, predictions, mask = _checked(
     labels, predictions, mask, 'masked_sparse_categorical_accuracy'

@@ -2,12 +2,12 @@
 
 import functools
 
-import chex
 import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
+from flax_dense._src import checks
 from flax_dense._src.ops.batching import vmap_batch_axes
 
 
@@ -27,13 +27,14 @@ def multi_io_dense(
 
   Returns:
     ``(a @ kernel + b, mean(b))`` of shapes ``(K,)`` and ``()``.
+
+  Raises:
+    ValueError: if the shapes do not fit together.
   """
-  chex.assert_shape(
-    [a, b],
-    [kernel.shape[:1], kernel.shape[1:]],
-    custom_message='multi_io_dense: a must be (D,) and b (K,) for a (D, K)'
-    ' kernel.',
-  )
+  caller = 'multi_io_dense'
+  checks.check_array_shape(caller, 'kernel', kernel, (None, None), '(D, K)')
+  checks.check_array_shape(caller, 'a', a, kernel.shape[:1], '(D,)')
+  checks.check_array_shape(caller, 'b', b, kernel.shape[1:], '(K,)')
   return jnp.dot(a, kernel, precision=precision) + b, jnp.mean(b)
 
 

@@ -16,13 +16,14 @@ def _normalize(
   caller: str,
 ) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
   """Inputs, the mask broadcastable to them and the reduced axes, checked."""
+  axes = checks.check_axes(axis, caller)
+  axes = (axes,) if isinstance(axes, int) else axes
   inputs, mask = jnp.asarray(inputs), jnp.asarray(mask)
-  if mask.shape != inputs.shape[: mask.ndim]:
+  if mask.ndim < 1 or mask.shape != inputs.shape[: mask.ndim]:
     raise ValueError(
       f'{caller}: mask must have the shape of the leading axes of inputs,'
       f' got mask of shape {mask.shape} for inputs of shape {inputs.shape}.'
     )
-  axes = (axis,) if isinstance(axis, int) else tuple(axis)
   normalized = []
   for a in axes:
     if not -inputs.ndim <= a < inputs.ndim or a % inputs.ndim >= mask.ndim:
@@ -32,6 +33,8 @@ def _normalize(
         f' {inputs.shape}).'
       )
     normalized.append(a % inputs.ndim)
+  if len(set(normalized)) != len(normalized):
+    raise ValueError(f'{caller}: axis {axis} names an axis twice.')
   keep = jnp.reshape(
     mask.astype(bool), mask.shape + (1,) * (inputs.ndim - mask.ndim)
   )
@@ -69,9 +72,13 @@ def masked_mean(
     ``inputs`` reduced over ``axis``.
 
   Raises:
+    TypeError: if ``axis`` is not an integer or a tuple of them, or
+      ``keepdims`` not a bool.
     ValueError: if the mask's shape is not that of the leading axes of
-      ``inputs``, or an axis is not one of the mask's.
+      ``inputs`` (a scalar mask included), or an axis is not one of the
+      mask's.
   """
+  keepdims = checks.check_bool(keepdims, 'masked_mean', 'keepdims')
   inputs, keep, axes = _normalize(inputs, mask, axis, 'masked_mean')
   total = jnp.sum(jnp.where(keep, inputs, 0), axis=axes, keepdims=keepdims)
   count = jnp.sum(keep, axis=axes, keepdims=keepdims, dtype=total.dtype)
@@ -109,9 +116,13 @@ def masked_max(
     ``inputs`` reduced over ``axis``.
 
   Raises:
+    TypeError: if ``axis`` is not an integer or a tuple of them, or
+      ``keepdims`` not a bool.
     ValueError: if the mask's shape is not that of the leading axes of
-      ``inputs``, or an axis is not one of the mask's.
+      ``inputs`` (a scalar mask included), or an axis is not one of the
+      mask's.
   """
+  keepdims = checks.check_bool(keepdims, 'masked_max', 'keepdims')
   inputs, keep, axes = _normalize(inputs, mask, axis, 'masked_max')
   if jnp.issubdtype(inputs.dtype, jnp.floating):
     lowest = jnp.finfo(inputs.dtype).min
@@ -145,6 +156,7 @@ def global_pooling_1d(
     ``(B, C)``; with ``keepdims``, ``(B, 1, C)`` or ``(B, C, 1)``.
   """
   checks.check_data_format(data_format, layer)
+  keepdims = checks.check_bool(keepdims, layer, 'keepdims')
   inputs = jnp.asarray(inputs)
   channels_first = data_format == 'channels_first'
   layout = 'channels, steps' if channels_first else 'steps, channels'

@@ -1,11 +1,12 @@
 """Product of inputs scaled by a weight vector."""
 
-import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype
 
+from flax_dense._src import checks
 from flax_dense._src.ops.batching import vmap_leading
 
 
@@ -18,12 +19,14 @@ def const_product(inputs: jax.Array, weights: jax.Array) -> jax.Array:
 
   Returns:
     ``(1,)``: ``prod(inputs * weights)``.
+
+  Raises:
+    ValueError: unless both are ``(N,)`` with the same N.
   """
-  chex.assert_equal_shape(
-    (inputs, weights),
-    custom_message='const_product: inputs and weights must both be (N,).',
+  checks.check_array_shape('const_product', 'weights', weights, (None,), '(N,)')
+  checks.check_array_shape(
+    'const_product', 'inputs', inputs, np.shape(weights), '(N,)'
   )
-  chex.assert_rank(inputs, 1)
   return jnp.prod(inputs * weights, axis=-1, keepdims=True)
 
 

@@ -53,7 +53,8 @@ def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
     A function from an array to a scalar.
 
   Raises:
-    ValueError: if a factor is negative, infinite or not a number.
+    TypeError: if a factor is not a real number (a bool, a string, ...).
+    ValueError: if a factor is negative, infinite or NaN.
   """
   l1 = checks.check_factor(l1, 'l1', 'l1_l2')
   l2 = checks.check_factor(l2, 'l2', 'l1_l2')
@@ -88,8 +89,20 @@ def activity_penalty(regularizer: Regularizer, outputs: jax.Array) -> jax.Array:
   return penalty
 
 
-def _names(names: str | Sequence[str]) -> tuple[str, ...]:
-  return (names,) if isinstance(names, str) else tuple(names)
+def _names(names: Any, caller: str) -> tuple[str, ...]:
+  """``names`` as a tuple of strings, checked."""
+  if isinstance(names, str):
+    return (names,)
+  if (
+    not isinstance(names, tuple | list)
+    or not names
+    or not all(isinstance(name, str) for name in names)
+  ):
+    raise TypeError(
+      f'{caller}: names must be a parameter name or a non-empty tuple of'
+      f' them (strings), got {names!r} of type {type(names).__name__}.'
+    )
+  return tuple(names)
 
 
 def _path(key_path: tuple[Any, ...]) -> str:
@@ -151,9 +164,16 @@ def weight_penalty(
     A scalar, differentiable with respect to ``params``.
 
   Raises:
+    TypeError: if ``regularizer`` is not callable or ``names`` not strings.
     ValueError: if a name selects no parameter.
   """
-  names = _names(names)
+  names = _names(names, 'weight_penalty')
+  checks.check_callable(
+    regularizer,
+    'weight_penalty',
+    'regularizer',
+    'a function from an array to a scalar, e.g. fd.l1_l2(l2=0.01)',
+  )
   params = meta.unbox(params)
   _check_names(params, names, 'weight_penalty')
   penalties = [
@@ -185,10 +205,40 @@ def min_max_norm(
 
   Returns:
     A projection ``w -> w'`` for :func:`constrain`.
+
+  Raises:
+    TypeError: if a value is not a real number or ``axis`` not an integer
+      or a tuple of them.
+    ValueError: if a norm is negative or infinite, ``min_value >
+      max_value``, or ``rate`` is outside [0, 1].
   """
-  axis = axis if isinstance(axis, int) else tuple(axis)
+  return _min_max_norm(min_value, max_value, rate, axis, 'min_max_norm')
+
+
+def _min_max_norm(
+  min_value: Any, max_value: Any, rate: Any, axis: Any, caller: str
+) -> Constraint:
+  """:func:`min_max_norm`, its arguments checked in the name of ``caller``."""
+  min_value = checks.check_factor(min_value, 'min_value', caller)
+  max_value = checks.check_factor(max_value, 'max_value', caller)
+  if min_value > max_value:
+    raise ValueError(
+      f'{caller}: min_value must be at most max_value, got min_value='
+      f'{min_value} and max_value={max_value}.'
+    )
+  rate = checks.check_real(
+    rate, caller, 'rate', 'a float in [0, 1]', minimum=0.0, maximum=1.0
+  )
+  axis = checks.check_axes(axis, caller)
 
   def constraint(w: jax.Array) -> jax.Array:
+    w = jnp.asarray(w)
+    for a in (axis,) if isinstance(axis, int) else axis:
+      if not -w.ndim <= a < w.ndim:
+        raise ValueError(
+          f'{caller}: axis {axis} is out of range for a weight of shape'
+          f' {w.shape}.'
+        )
     norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
     desired = rate * jnp.clip(norms, min_value, max_value) + (1 - rate) * norms
     return w * (desired / (_EPSILON + norms))
@@ -215,8 +265,13 @@ def max_norm(
 
   Returns:
     A projection ``w -> w'`` for :func:`constrain`.
+
+  Raises:
+    TypeError: if ``max_value`` is not a real number or ``axis`` not an
+      integer or a tuple of them.
+    ValueError: if ``max_value`` is negative or infinite.
   """
-  return min_max_norm(0.0, max_value, 1.0, axis)
+  return _min_max_norm(0.0, max_value, 1.0, axis, 'max_norm')
 
 
 def unit_norm(axis: int | Sequence[int] = 0) -> Constraint:
@@ -227,8 +282,11 @@ def unit_norm(axis: int | Sequence[int] = 0) -> Constraint:
 
   Returns:
     A projection ``w -> w'`` for :func:`constrain`.
+
+  Raises:
+    TypeError: if ``axis`` is not an integer or a tuple of them.
   """
-  return min_max_norm(1.0, 1.0, 1.0, axis)
+  return _min_max_norm(1.0, 1.0, 1.0, axis, 'unit_norm')
 
 
 def non_neg() -> Constraint:
@@ -272,10 +330,17 @@ def constrain(
     A ``GradientTransformation`` whose ``update`` needs ``params``.
 
   Raises:
+    TypeError: if ``constraint`` is not callable or ``names`` not strings.
     ValueError: from ``init`` if a name selects no parameter, from
       ``update`` if ``params`` is not given.
   """
-  names = _names(names)
+  names = _names(names, 'constrain')
+  checks.check_callable(
+    constraint,
+    'constrain',
+    'constraint',
+    'a projection w -> w of the same shape, e.g. fd.max_norm(2.0)',
+  )
 
   def init_fn(params):
     _check_names(meta.unbox(params), names, 'constrain')
