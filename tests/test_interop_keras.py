@@ -280,6 +280,15 @@ def test_frozen_layers_go_to_constants():
     ).sum()
   )(variables['params'])
   assert set(grads) == {'tail'}
+  # A training step that collects activity losses (mutable=['losses']) and
+  # init both keep the frozen weights in 'constants'.
+  x = random((2, 5, 3))
+  outputs, state = module.apply(variables, x, mutable=['losses'])
+  np.testing.assert_array_equal(outputs, module.apply(variables, x))
+  assert state == {}
+  assert jax.tree.map(jnp.shape, module.init(jax.random.key(0), x)) == (
+    jax.tree.map(jnp.shape, variables)
+  )
 
 
 def test_keras_file_round_trip(tmp_path):

@@ -254,10 +254,11 @@ def test_another_keras_backend_is_refused():
   code = textwrap.dedent(
     """
     import flax_dense as fd
-    try:
-      fd.to_keras(fd.Masking(), {})
-    except RuntimeError as error:
-      print(error)
+    for convert in (fd.to_keras, fd.to_keras_model):
+      try:
+        convert(fd.Masking(), {})
+      except RuntimeError as error:
+        print(error)
     """
   )
   result = subprocess.run(
@@ -268,5 +269,9 @@ def test_another_keras_backend_is_refused():
     timeout=120,
     check=True,
   )
-  assert "needs Keras's JAX backend, but Keras runs on 'numpy'" in result.stdout
-  assert 'KERAS_BACKEND=jax' in result.stdout
+  for caller in ('to_keras', 'to_keras_model'):
+    assert (
+      f"{caller} needs Keras's JAX backend, but Keras runs on 'numpy'"
+      in result.stdout
+    )
+  assert result.stdout.count('KERAS_BACKEND=jax') == 2

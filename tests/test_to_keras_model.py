@@ -190,6 +190,7 @@ def test_const_product_is_a_registered_keras_layer_that_saves(
   )
   x = _padded((4, 5))
   variables = module.init(jax.random.key(0), x)
+  collection = 'params' if trainable else 'constants'
   model = fd.to_keras_model(module, variables, input_shape=(5,))
   product = model.get_layer('product')
   assert product.trainable is trainable
@@ -201,6 +202,22 @@ def test_const_product_is_a_registered_keras_layer_that_saves(
   fd.keras_custom_objects()
   reloaded = keras.models.load_model(path)
   np.testing.assert_array_equal(_predict(reloaded, x), _predict(model, x))
+  # And back to Flax, from the live model, the .keras file and an .h5 file
+  # (where its class is named 'flax_dense>ConstProduct'): the same module,
+  # frozen weights again constants.
+  model.save(tmp_path / 'product.h5')
+  for source in (model, str(path), str(tmp_path / 'product.h5')):
+    again, again_variables = fd.from_keras(source)
+    assert again.layers[-1] == fd.ConstProduct(
+      None if trainable else variables[collection]['product']['kernel'],
+      trainable=trainable,
+    )
+    assert jax.tree.map(np.shape, again_variables) == jax.tree.map(
+      np.shape, variables
+    )
+    np.testing.assert_allclose(
+      again.apply(again_variables, x), expected, rtol=1e-6
+    )
 
 
 def test_single_layer():

@@ -211,9 +211,28 @@ def check_sequential(
     mask_flow: one of :data:`MASK_FLOWS` per layer, or ``None``.
     masking_type: the ``Masking`` class of the front end, the only layer
       whose flow may be ``'compute'``.
+
+  Raises:
+    TypeError: if ``layers``, ``names`` or ``mask_flow`` is not a tuple or
+      list (of strings, for the last two).
+    ValueError: for a count that differs from the layers' or an unknown
+      flow.
   """
+  if not isinstance(layers, tuple | list):
+    raise TypeError(
+      f'{container}: layers must be a tuple or list of modules, got'
+      f' {layers!r} of type {type(layers).__name__}.'
+    )
   count = len(layers)
   for field, value in (('names', names), ('mask_flow', mask_flow)):
+    if value is not None and (
+      not isinstance(value, tuple | list)
+      or not all(isinstance(entry, str) for entry in value)
+    ):
+      raise TypeError(
+        f'{container}: {field} must be None or a tuple of strings, one per'
+        f' layer, got {value!r} of type {type(value).__name__}.'
+      )
     if value is not None and len(value) != count:
       raise ValueError(
         f'{container}: {field} must have one entry per layer ({count}), got'
@@ -483,6 +502,28 @@ def _einsum_dense(layer: _Layer) -> list[_Step]:
   return [_Step(layer.name, module, 'drop', {'params': params})]
 
 
+def _const_product(layer: _Layer) -> list[_Step]:
+  """flax_dense's own Keras ``ConstProduct`` (what ``to_keras_model`` makes).
+
+  A frozen layer keeps its weights as ``ConstProduct``'s constants, the
+  way the linen layer stores them, rather than through :func:`frozen`.
+  """
+  shapes = [np.shape(w) for w in layer.weights]
+  units = layer.config.get('units')
+  if len(shapes) != 1 or shapes[0] != (units,):
+    raise _error(
+      layer,
+      f'has weights of shapes {shapes}; expected one kernel of shape'
+      f' ({units},) for units={units!r}.',
+    )
+  (kernel,) = layer.weights
+  if layer.config.get('trainable', True):
+    module = ConstProduct(trainable=True)
+    return [_Step(layer.name, module, 'drop', {'params': {'kernel': kernel}})]
+  module = ConstProduct(weights=kernel, trainable=False)
+  return [_Step(layer.name, module, 'drop', {CONSTANTS: {'kernel': kernel}})]
+
+
 def _single(layer: _Layer, field: str, default: Any = None) -> int:
   value = layer.config.get(field, default)
   if isinstance(value, list | tuple) and len(value) == 1:
@@ -690,6 +731,13 @@ CONVERTERS: dict[str, _Converter] = {
     '``TimeDistributed(Dense)``: ``flax.linen.Dense``, then ``Activation``',
   ),
   **{name: _merge_converter(name) for name in MERGES},
+  # The Keras layer fd.to_keras_model makes of a ConstProduct.
+  'flax_dense>ConstProduct': _Converter(
+    (ConstProduct,),
+    _const_product,
+    "``ConstProduct`` (flax_dense's own Keras layer, from"
+    ' ``fd.to_keras_model``)',
+  ),
 }
 
 #: The converters of :func:`register_keras_layer`, by Keras class name.
@@ -702,10 +750,6 @@ NOT_IMPORTED: dict[type[nn.Module], str] = {
   AttentionDecoder: (
     'a custom layer of a Keras tutorial, not a keras.layers class: import'
     ' its weights by name, which it keeps'
-  ),
-  ConstProduct: (
-    'a custom layer of a Keras tutorial, not a keras.layers class: register'
-    ' a converter (examples/keras_custom_layers.py has one)'
   ),
   Lambda: (
     "a Keras Lambda holds Python code for Keras's backend, not a JAX"
@@ -841,11 +885,14 @@ def _regularization(layer: _Layer) -> nn.Module | None:
 
 def _converter(layer: _Layer) -> _Converter:
   registered = _REGISTERED.get(layer.class_name.rpartition('>')[2])
-  converter = registered or CONVERTERS.get(layer.class_name)
+  # A live layer of a class of our own goes by its registered name; a file
+  # names it so already.
+  module = '' if layer.keras_type is None else layer.keras_type.__module__
+  own = module.startswith('flax_dense')
+  key = f'flax_dense>{layer.class_name}' if own else layer.class_name
+  converter = registered or CONVERTERS.get(key)
   if converter is None or (
-    layer.keras_type is not None
-    and registered is None
-    and not layer.keras_type.__module__.startswith('keras')
+    module and registered is None and not module.startswith('keras') and not own
   ):
     covered = ', '.join(sorted(CONVERTERS))
     raise ValueError(
@@ -896,7 +943,7 @@ def frozen(module: nn.Module) -> nn.Module:
     ('params', CONSTANTS),
     _swap_params_and_constants,
     _swap_params_and_constants,
-    init=True,
+    init=False,
     mutable=True,
   )
   fields = {
@@ -1042,7 +1089,7 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
 
     try:
       return jax.eval_shape(run, *given)
-    except Exception as error:  # noqa: BLE001 - any layer's own error
+    except (TypeError, ValueError) as error:  # the layer's own checks
       raise ValueError(
         f'from_keras: {model.layers[layer_name].describe()} cannot take'
         f' inputs of shapes {[tuple(x.shape[1:]) for x in given]} (per'
@@ -1249,7 +1296,7 @@ def _from_h5(path: str) -> _Model:
       raise _nested_model_error(source, entry)
     config = entry.get('config', {})
     layers[name] = _Layer(
-      entry.get('class_name'), name, config, weights.get(name, []), source
+      str(entry.get('class_name')), name, config, weights.get(name, []), source
     )
     trainable[name] = bool(config.get('trainable', True))
   return _Model(
@@ -1553,7 +1600,7 @@ def load_keras_weights(
     )
   loaded: dict[str, dict[str, Any]] = {}
   for layer, values in tree.items():
-    names = _keras_order(values)
+    names = _keras_order(list(values))
     arrays = weights[layer]
     shapes = [tuple(np.shape(values[name])) for name in names]
     if [tuple(a.shape) for a in arrays] != shapes:
@@ -1581,11 +1628,11 @@ def load_keras_weights(
   }
 
 
-def _nnx_layer(model: nnx.Module, name: str) -> nnx.Module:
+def _nnx_layer(model: Any, name: str) -> nnx.Module:
   return model.layers[list(model.names).index(name)]
 
 
-def _nnx_layers(model: nnx.Module) -> dict[str, dict[str, Any]]:
+def _nnx_layers(model: Any) -> dict[str, dict[str, Any]]:
   """``{layer name: {weight name: array}}`` of an imported NNX model."""
   names = getattr(model, 'names', None)
   if names is None:

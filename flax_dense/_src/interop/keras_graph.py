@@ -9,6 +9,8 @@ graph and its masks flow the same in linen and NNX.
 """
 
 import dataclasses
+import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -139,18 +141,15 @@ def _masked_merge(
     for x, mask in zip(inputs, masks, strict=True)
   ]
   if kind == 'Multiply':
-    every = all(mask is not None for mask in full)
-    output, output_mask = None, None
-    for x, mask in zip(inputs, full, strict=True):
-      if mask is not None:
-        x = jnp.where(mask, x, jnp.ones((), x.dtype))
-        if every:
-          output_mask = (
-            mask if output_mask is None else jnp.logical_or(output_mask, mask)
-          )
-      output = x if output is None else output * x
-    if every:
-      output = jnp.where(output_mask, output, jnp.zeros((), output.dtype))
+    factors = [
+      x if mask is None else jnp.where(mask, x, jnp.ones((), x.dtype))
+      for x, mask in zip(inputs, full, strict=True)
+    ]
+    output = functools.reduce(operator.mul, factors)
+    given = [mask for mask in full if mask is not None]
+    if len(given) == len(full):
+      kept = functools.reduce(jnp.logical_or, given)
+      output = jnp.where(kept, output, jnp.zeros((), output.dtype))
     return output
   reduce = jnp.maximum if kind == 'Maximum' else jnp.minimum
   output, output_mask = inputs[0], full[0]

@@ -281,7 +281,7 @@ def _check_weights(
   check = {
     'Dense': _check_dense,
     'LocallyConnected1D': _check_locally_connected_1d,
-  }.get(class_name)
+  }.get(str(class_name))
   if check is not None:
     check(caller, path, name, config, weights)
 

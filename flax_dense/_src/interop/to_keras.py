@@ -307,7 +307,9 @@ def variable_specs(variables: Mapping[str, Any]) -> list[dict[str, Any]]:
         f' layer hosts {HOSTED_COLLECTIONS} (trainable and frozen weights).'
         ' Mutable state such as batch statistics is not supported.'
       )
-    flat = traverse_util.flatten_dict(nn.meta.unbox(dict(tree)))
+    flat: dict[tuple, Any] = traverse_util.flatten_dict(
+      nn.meta.unbox(dict(tree))
+    )
     for path, leaf in flat.items():
       specs.append(
         {
@@ -341,7 +343,7 @@ def training_argument(module: nn.Module) -> str | None:
   return None
 
 
-def call_arguments(module: nn.Module, training: bool) -> dict[str, bool]:
+def call_arguments(module: nn.Module, training: bool) -> dict[str, Any]:
   """The keyword arguments that tell ``module`` whether it trains."""
   name = training_argument(module)
   if name is None:

@@ -65,7 +65,7 @@ def _activity_regularizer(keras: Any, layer: _Layer, regularizer: Any) -> Any:
   return keras.regularizers.L1L2(**call['arguments'])
 
 
-def _keras_layer(keras: Any, layer: _Layer) -> tuple[Any, list, tuple]:
+def _keras_layer(keras: Any, layer: _Layer) -> tuple[Any, list, tuple | None]:
   """The Keras layer of one flax_dense layer, its weights and build shape.
 
   Returns:
@@ -386,10 +386,10 @@ def to_keras_model(
     )
   from flax_dense._src.interop.keras_graph import KerasFunctional
 
+  unboxed: dict[str, Any] = nn.meta.unbox(dict(variables))
   if isinstance(module, KerasFunctional):
-    variables = nn.meta.unbox(dict(variables))
-    return _functional(keras, module, variables, input_shape, name)
-  steps = _steps(module, nn.meta.unbox(dict(variables)))
+    return _functional(keras, module, unboxed, input_shape, name)
+  steps = _steps(module, unboxed)
   _check_mask_flows(steps)
   made = [_keras_layer(keras, step) for step in steps]
   layers = [layer for layer, _, _ in made]

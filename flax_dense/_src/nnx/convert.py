@@ -39,7 +39,7 @@ gives the same outputs.
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -129,10 +129,10 @@ class KerasSequential(nnx.Module):
     names: Sequence[str] | None = None,
     mask_flow: Sequence[str] | None = None,
   ):
-    layers = list(layers)
     interop.check_sequential(
       'KerasSequential', layers, names, mask_flow, nnx_masking.Masking
     )
+    layers = list(layers)
     self.layers = nnx.List(layers)
     self.names = None if names is None else tuple(names)
     self.mask_flow = None if mask_flow is None else tuple(mask_flow)
@@ -318,12 +318,12 @@ class Conversion:
     takes_rngs: whether the NNX twin keeps ``rngs`` (dropout's stream).
   """
 
-  nnx_type: type[nnx.Module]
+  nnx_type: type[Any]
   fields: tuple[str, ...] = ()
   weights: Callable[[nn.Module], tuple[str, ...]] = _no_weights
   collection: Callable[[nn.Module], str] = _trained
-  nnx_arguments: Callable[[nn.Module, Weights], dict[str, Any]] = _no_arguments
-  linen_arguments: Callable[[nnx.Module], dict[str, Any]] = _no_arguments
+  nnx_arguments: Callable[[Any, Weights], dict[str, Any]] = _no_arguments
+  linen_arguments: Callable[[Any], dict[str, Any]] = _no_arguments
   takes_rngs: bool = False
 
 
@@ -547,7 +547,9 @@ LINEN_TO_NNX: dict[type[nn.Module], Conversion] = {
 }
 
 
-def _known(caller: str, kind: str, module: Any, types: Sequence[type]) -> type:
+def _known(
+  caller: str, kind: str, module: Any, types: Collection[type]
+) -> type:
   """The type of ``types`` that ``module`` is an instance of (the nearest)."""
   for base in type(module).__mro__:
     if base in types:
@@ -701,7 +703,7 @@ def _sequential_from_linen(
       for collection, tree in collections.items()
       if name in tree
     }
-    twin = from_linen(layer, own, rngs=rngs)
+    twin: Any = from_linen(layer, own, rngs=rngs)
     if getattr(layer, 'deterministic', False) is None:
       # The container decides: inference unless called otherwise.
       twin.deterministic = True
