@@ -228,6 +228,18 @@ def test_unknown_layer_names_the_file_the_layer_and_the_fix(tmp_path):
   assert 'register_keras_layer' in message
 
 
+def test_layer_without_class_name_names_the_file_and_the_layer(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+  edit_config(path, lambda layers: layer(layers, 'dot').pop('class_name'))
+  with pytest.raises(ValueError) as error:
+    fd.from_keras(path)
+  message = str(error.value)
+  assert "layer 'dot'" in message
+  assert 'functional_graph.h5' in message
+  assert 'no class_name' in message
+  assert_our_error(error)
+
+
 def test_weight_shape_that_disagrees_with_the_config(tmp_path):
   path = copy(tmp_path, 'functional_graph.h5')
   edit_config(

@@ -1295,8 +1295,15 @@ def _from_h5(path: str) -> _Model:
     if entry.get('class_name') in _MODEL_CLASSES:
       raise _nested_model_error(source, entry)
     config = entry.get('config', {})
+    layer_class = entry.get('class_name')
+    if not isinstance(layer_class, str):
+      raise ValueError(
+        f"from_keras: layer '{name}' of {source} has no class_name in the"
+        f' model config (got {layer_class!r}); the file is damaged or not'
+        ' written by Keras.'
+      )
     layers[name] = _Layer(
-      str(entry.get('class_name')), name, config, weights.get(name, []), source
+      layer_class, name, config, weights.get(name, []), source
     )
     trainable[name] = bool(config.get('trainable', True))
   return _Model(
