@@ -56,6 +56,11 @@ from tqdm import tqdm
 import flax_dense as fd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from local_processes import (  # noqa: E402
+  free_port,
+  start_local_processes,
+  wait_local_processes,
+)
 from train_per_position import add_task_flags, sample  # noqa: E402
 
 #: Logical axis names of the inputs (batch, positions, features) and labels.
@@ -329,7 +334,7 @@ def launch(
 
   Returns:
     ``(exits, results)``: how each process ended
-    (``fd.sharding.ProcessExit``), and the results each wrote, ``None``
+    (``local_processes.ProcessExit``), and the results each wrote, ``None``
     for a process that wrote none.
   """
   program = program or [sys.executable, os.path.abspath(__file__)]
@@ -341,7 +346,7 @@ def launch(
   ]
   heartbeat = parse(argv)[1].heartbeat_timeout
   work = work_dir or tempfile.mkdtemp(prefix='train_sharded-')
-  address = f'127.0.0.1:{fd.sharding.free_port()}'
+  address = f'127.0.0.1:{free_port()}'
   results_files = [
     os.path.join(work, f'results-{index}.json') for index in range(processes)
   ]
@@ -355,14 +360,12 @@ def launch(
       + (joining if processes > 1 else [])
       + [f'--results-file={results_files[index]}']
     )
-  started = fd.sharding.start_local_processes(
+  started = start_local_processes(
     commands, devices_per_process, log_dir=work, echo_leader=echo_leader
   )
   # Survivors of a dead process end by themselves within the heartbeat
   # timeout (JAX's shutdown gives up on it); only then are they killed.
-  exits = fd.sharding.wait_local_processes(
-    started, timeout=timeout, grace=heartbeat + 10
-  )
+  exits = wait_local_processes(started, timeout=timeout, grace=heartbeat + 10)
   results = []
   for path in results_files:
     if os.path.exists(path):

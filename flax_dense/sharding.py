@@ -75,17 +75,8 @@ Flax then places such variables as it creates them, on the shardings
 :func:`mesh_shardings` gives.
 """
 
-from flax_dense._src.distributed import LocalProcess as LocalProcess
-from flax_dense._src.distributed import ProcessExit as ProcessExit
-from flax_dense._src.distributed import free_port as free_port
 from flax_dense._src.distributed import initialize as initialize
 from flax_dense._src.distributed import process_rows as process_rows
-from flax_dense._src.distributed import (
-  start_local_processes as start_local_processes,
-)
-from flax_dense._src.distributed import (
-  wait_local_processes as wait_local_processes,
-)
 from flax_dense._src.sharding import DEFAULT_RULES as DEFAULT_RULES
 from flax_dense._src.sharding import (
   logically_partitioned as logically_partitioned,
@@ -94,13 +85,8 @@ from flax_dense._src.sharding import mesh_shardings as mesh_shardings
 
 __all__ = [
   'DEFAULT_RULES',
-  'LocalProcess',
-  'ProcessExit',
-  'free_port',
   'initialize',
   'logically_partitioned',
   'mesh_shardings',
   'process_rows',
-  'start_local_processes',
-  'wait_local_processes',
 ]

@@ -39,6 +39,7 @@ from flax_dense._src import distributed
 EXAMPLES = os.path.join(os.path.dirname(__file__), '..', 'examples')
 BENCHMARKS = os.path.join(os.path.dirname(__file__), '..', 'benchmarks')
 sys.path.insert(0, EXAMPLES)
+import local_processes  # noqa: E402
 import train_sharded  # noqa: E402
 
 P, D, K = 8, 4, 3
@@ -351,9 +352,9 @@ def test_unreachable_coordinator_is_a_clear_error(closed_address):
 def test_missing_process_aborts_the_others_within_the_timeout(tmp_path):
   # One process of the two it is told of: the coordinator waits for the
   # other until the initialization timeout, then JAX aborts it.
-  address = f'127.0.0.1:{distributed.free_port()}'
-  (exit,) = distributed.wait_local_processes(
-    distributed.start_local_processes(
+  address = f'127.0.0.1:{local_processes.free_port()}'
+  (exit,) = local_processes.wait_local_processes(
+    local_processes.start_local_processes(
       [
         [sys.executable, os.path.join(EXAMPLES, 'train_sharded.py')]
         + ['--distributed', f'--coordinator-address={address}']
@@ -417,10 +418,10 @@ def python(code):
 
 
 def test_launcher_kills_processes_that_hang(tmp_path):
-  processes = distributed.start_local_processes(
+  processes = local_processes.start_local_processes(
     [python('import time; time.sleep(60)')] * 2, 1, log_dir=tmp_path
   )
-  exits = distributed.wait_local_processes(processes, timeout=1, grace=1)
+  exits = local_processes.wait_local_processes(processes, timeout=1, grace=1)
   assert [(exit.killed, exit.returncode) for exit in exits] == [
     (True, -signal.SIGKILL)
   ] * 2
@@ -429,7 +430,7 @@ def test_launcher_kills_processes_that_hang(tmp_path):
 
 
 def test_launcher_gives_the_others_a_grace_then_kills_them(tmp_path):
-  processes = distributed.start_local_processes(
+  processes = local_processes.start_local_processes(
     [
       python('import sys; print("bad flag"); sys.exit(3)'),
       python('import time; time.sleep(60)'),
@@ -438,7 +439,7 @@ def test_launcher_gives_the_others_a_grace_then_kills_them(tmp_path):
     2,
     log_dir=tmp_path,
   )
-  failed, hung, done = distributed.wait_local_processes(
+  failed, hung, done = local_processes.wait_local_processes(
     processes, timeout=60, grace=1
   )
   assert (failed.returncode, failed.killed) == (3, False)
@@ -450,12 +451,12 @@ def test_launcher_gives_the_others_a_grace_then_kills_them(tmp_path):
 
 
 def test_launcher_sets_the_devices_of_each_process(tmp_path):
-  processes = distributed.start_local_processes(
+  processes = local_processes.start_local_processes(
     [python('import jax; print(jax.device_count(), jax.default_backend())')],
     3,
     log_dir=tmp_path,
   )
-  (exit,) = distributed.wait_local_processes(processes, timeout=60, grace=1)
+  (exit,) = local_processes.wait_local_processes(processes, timeout=60, grace=1)
   assert exit.returncode == 0, exit.tail()
   assert exit.tail().splitlines()[-1] == '3 cpu'
 

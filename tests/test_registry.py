@@ -102,7 +102,7 @@ def test_container_has_an_nnx_twin_of_the_same_name(name):
 def test_layer_has_a_from_linen_conversion_and_a_parity_case(name):
   layer = getattr(fd, name)
   assert layer in fd.nnx.LINEN_TO_NNX, f'fd.nnx.LINEN_TO_NNX has no {name}'
-  assert fd.nnx.LINEN_TO_NNX[layer].nnx_type is getattr(fd.nnx, name)
+  assert fd.nnx.LINEN_TO_NNX[layer] is getattr(fd.nnx, name)
   assert any(type(case.module) is layer for case in CASES), (
     f'tests/test_nnx_parity.py has no case of {name}'
   )

@@ -37,9 +37,8 @@ the stride, is the shortest input of its O windows; every input they fit
 gives the same outputs.
 """
 
-import dataclasses
-import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import flax.linen as nn
@@ -47,37 +46,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src import registry
 from flax_dense._src.interop import keras as interop
 from flax_dense._src.interop import keras_graph
-from flax_dense._src.linen import attention as linen_attention
-from flax_dense._src.linen import core as linen_core
-from flax_dense._src.linen import dense as linen_dense
-from flax_dense._src.linen import dropout as linen_dropout
-from flax_dense._src.linen import locally_connected as linen_locally_connected
-from flax_dense._src.linen import masking as linen_masking
-from flax_dense._src.linen import multi_io as linen_multi_io
-from flax_dense._src.linen import pooling as linen_pooling
-from flax_dense._src.linen import product as linen_product
-from flax_dense._src.linen import regularizers as linen_regularizers
-from flax_dense._src.nnx import attention as nnx_attention
-from flax_dense._src.nnx import core as nnx_core
-from flax_dense._src.nnx import dense as nnx_dense
-from flax_dense._src.nnx import dropout as nnx_dropout
-from flax_dense._src.nnx import locally_connected as nnx_locally_connected
+from flax_dense._src.linen.masking import Masking
 from flax_dense._src.nnx import masking as nnx_masking
-from flax_dense._src.nnx import multi_io as nnx_multi_io
-from flax_dense._src.nnx import pooling as nnx_pooling
-from flax_dense._src.nnx import product as nnx_product
-from flax_dense._src.nnx import regularizers as nnx_regularizers
-from flax_dense._src.ops.attention import attention_decoder_shapes
+from flax_dense._src.registry.spec import PARAMS, LayerSpec, Weights
 from flax_dense._src.variables import CONSTANTS, LOSSES, Constant
-
-Weights = dict[str, jax.Array]
-
-#: The collection of trained weights in linen.
-PARAMS = 'params'
-
 
 # ---------------------------------------------------------------------------
 # The container of imported Keras models.
@@ -284,276 +259,26 @@ class KerasFunctional(nnx.Module):
 # ---------------------------------------------------------------------------
 # The mapping.
 
-
-def _no_weights(module: Any) -> tuple[str, ...]:
-  del module
-  return ()
-
-
-def _no_arguments(module: Any, *rest: Any) -> dict[str, Any]:
-  del module, rest
-  return {}
-
-
-def _trained(module: Any) -> str:
-  del module
-  return PARAMS
-
-
-@dataclasses.dataclass(frozen=True)
-class Conversion:
-  """How one linen layer and its NNX twin turn into each other.
-
-  Attributes:
-    nnx_type: the NNX twin.
-    fields: the configuration both keep under the same name: the linen
-      module's fields, the NNX constructor's arguments and attributes.
-    weights: ``weights(linen_module)``, the names of its weights.
-    collection: ``collection(linen_module)``, the linen collection of its
-      weights (``'params'``, or ``'constants'`` for frozen ones).
-    nnx_arguments: ``nnx_arguments(linen_module, weights)``, the other NNX
-      constructor arguments: sizes read off the weights, renamed fields.
-    linen_arguments: ``linen_arguments(nnx_module)``, the other linen
-      fields.
-    takes_rngs: whether the NNX twin keeps ``rngs`` (dropout's stream).
-  """
-
-  nnx_type: type[Any]
-  fields: tuple[str, ...] = ()
-  weights: Callable[[nn.Module], tuple[str, ...]] = _no_weights
-  collection: Callable[[nn.Module], str] = _trained
-  nnx_arguments: Callable[[Any, Weights], dict[str, Any]] = _no_arguments
-  linen_arguments: Callable[[Any], dict[str, Any]] = _no_arguments
-  takes_rngs: bool = False
-
-
-def _kernel(module: Any) -> tuple[str, ...]:
-  del module
-  return ('kernel',)
-
-
-def _kernel_and_bias(module: Any) -> tuple[str, ...]:
-  return ('kernel', 'bias') if module.use_bias else ('kernel',)
-
-
-def _shape_of(
-  module: nn.Module, weights: Weights, name: str, layout: str
-) -> tuple[int, ...]:
-  """The shape of weight ``name``, checked to have the rank of ``layout``."""
-  shape = weights[name].shape
-  if len(shape) != len([axis for axis in layout[1:-1].split(',') if axis]):
-    raise ValueError(
-      f'from_linen: {type(module).__name__} needs {name} of shape {layout},'
-      f' got shape {shape}.'
-    )
-  return shape
-
-
-def _per_position_dense_sizes(module: Any, weights: Weights) -> dict:
-  positions, in_features, _ = _shape_of(
-    module, weights, 'kernel', '(positions, in_features, features)'
-  )
-  return {'positions': positions, 'in_features': in_features}
-
-
-def _locally_connected_sizes(module: Any, weights: Weights) -> dict:
-  kernel_size, strides = checks.locally_connected_1d_options(
-    module.filters,
-    module.kernel_size,
-    module.strides,
-    module.padding,
-    module.data_format,
-    module.use_bias,
-  )
-  output_length, window, _ = _shape_of(
-    module,
-    weights,
-    'kernel',
-    '(output_length, kernel_size * in_features, filters)',
-  )
-  if window % kernel_size:
-    raise ValueError(
-      f'from_linen: LocallyConnected1D with kernel_size={kernel_size} needs'
-      f' a kernel of shape (output_length, {kernel_size} * in_features,'
-      f' filters), got shape {weights["kernel"].shape}.'
-    )
-  # The shortest input with output_length windows: every input the weights
-  # fit gives the same outputs, and the NNX layer checks no more.
-  return {
-    'input_length': (output_length - 1) * strides + kernel_size,
-    'in_features': window // kernel_size,
-  }
-
-
-def _in_features(name: str, layout: str) -> Callable[[Any, Weights], dict]:
-  """The ``in_features`` of a layer, the first axis of weight ``name``."""
-
-  def sizes(module: Any, weights: Weights) -> dict:
-    return {'in_features': _shape_of(module, weights, name, layout)[0]}
-
-  return sizes
-
-
-def _const_product_weights(module: Any, weights: Weights) -> dict:
-  (in_features,) = _shape_of(module, weights, 'kernel', '(N,)')
-  return {'in_features': in_features, 'weights': weights['kernel']}
-
-
-def _const_product_linen(layer: Any) -> dict:
-  # Frozen weights are given to the linen layer too, which needs them to
-  # build; once built, the variables are the truth.
-  return {'weights': None if layer.trainable else layer.kernel[...]}
-
-
-def _const_product_collection(module: Any) -> str:
-  return PARAMS if module.trainable else CONSTANTS
-
-
-def _dropout_mode(module: Any, weights: Weights) -> dict:
-  del weights
-  return {'deterministic': bool(module.deterministic)}
-
-
-def _dropout_mode_linen(layer: Any) -> dict:
-  return {'deterministic': True if layer.deterministic else None}
-
-
-def _attention_weights(module: Any) -> tuple[str, ...]:
-  return tuple(attention_decoder_shapes(1, module.units, module.output_dim))
-
-
-def _check_default(caller: str, layer: Any, field: str, default: Any) -> None:
-  """Raises our own error when ``field`` of ``layer`` is not its default."""
-  value = getattr(layer, field)
-  if value is not default and value != default:
-    raise ValueError(
-      f'{caller}: {type(layer).__name__} with a {field} of its own ({value!r})'
-      f' is not converted; only the default {default!r} is.'
-    )
-
-
-def _dense_to_nnx(module: nn.Dense, weights: Weights) -> dict:
-  defaults = {
-    field.name: field.default for field in dataclasses.fields(nn.Dense)
-  }
-  for field in ('dot_general', 'dot_general_cls', 'promote_dtype'):
-    _check_default('from_linen', module, field, defaults[field])
-  (in_features, _) = _shape_of(module, weights, 'kernel', '(in_features, K)')
-  return {'in_features': in_features, 'out_features': module.features}
-
-
-def _linear_to_linen(layer: nnx.Linear) -> dict:
-  defaults = inspect.signature(nnx.Linear.__init__).parameters
-  for field in ('dot_general', 'preferred_element_type', 'promote_dtype'):
-    _check_default('to_linen', layer, field, defaults[field].default)
-  return {'features': layer.out_features}
-
-
-_DENSE_FIELDS = ('use_bias', 'dtype', 'param_dtype', 'precision')
-_DROPOUT = {
-  'nnx_arguments': _dropout_mode,
-  'linen_arguments': _dropout_mode_linen,
-  'takes_rngs': True,
-}
-_SPATIAL_DROPOUT_FIELDS = ('rate', 'data_format', 'rng_collection')
-
-#: Every linen layer :func:`from_linen` converts, and how (see the module
-#: docstring for the table). ``flax.linen.Dense`` is here for the models
-#: :func:`flax_dense.from_keras` imports; ``KerasSequential`` converts layer
-#: by layer.
-LINEN_TO_NNX: dict[type[nn.Module], Conversion] = {
-  linen_core.Activation: Conversion(nnx_core.Activation, ('activation',)),
-  linen_regularizers.ActivityRegularization: Conversion(
-    nnx_regularizers.ActivityRegularization, ('l1', 'l2')
-  ),
-  linen_attention.AttentionDecoder: Conversion(
-    nnx_attention.AttentionDecoder,
-    (
-      'units',
-      'output_dim',
-      'return_probabilities',
-      'dtype',
-      'param_dtype',
-      'precision',
-    ),
-    weights=_attention_weights,
-    nnx_arguments=_in_features('U_a', '(in_features, units)'),
-  ),
-  linen_product.ConstProduct: Conversion(
-    nnx_product.ConstProduct,
-    ('trainable', 'dtype', 'param_dtype'),
-    weights=_kernel,
-    collection=_const_product_collection,
-    nnx_arguments=_const_product_weights,
-    linen_arguments=_const_product_linen,
-  ),
-  nn.Dense: Conversion(
-    nnx.Linear,
-    _DENSE_FIELDS,
-    weights=_kernel_and_bias,
-    nnx_arguments=_dense_to_nnx,
-    linen_arguments=_linear_to_linen,
-  ),
-  linen_dropout.Dropout: Conversion(
-    nnx_dropout.Dropout, ('rate', 'noise_shape', 'rng_collection'), **_DROPOUT
-  ),
-  linen_core.Flatten: Conversion(nnx_core.Flatten, ('data_format',)),
-  linen_pooling.GlobalAveragePooling1D: Conversion(
-    nnx_pooling.GlobalAveragePooling1D, ('data_format', 'keepdims')
-  ),
-  linen_pooling.GlobalMaxPooling1D: Conversion(
-    nnx_pooling.GlobalMaxPooling1D, ('data_format', 'keepdims')
-  ),
-  linen_core.Lambda: Conversion(nnx_core.Lambda, ('function',)),
-  linen_locally_connected.LocallyConnected1D: Conversion(
-    nnx_locally_connected.LocallyConnected1D,
-    (
-      'filters',
-      'kernel_size',
-      'strides',
-      'padding',
-      'data_format',
-      'activation',
-      *_DENSE_FIELDS,
-    ),
-    weights=_kernel_and_bias,
-    nnx_arguments=_locally_connected_sizes,
-  ),
-  linen_masking.Masking: Conversion(nnx_masking.Masking, ('mask_value',)),
-  linen_multi_io.MultiIODense: Conversion(
-    nnx_multi_io.MultiIODense,
-    ('features', 'dtype', 'param_dtype', 'precision'),
-    weights=_kernel,
-    nnx_arguments=_in_features('kernel', '(in_features, features)'),
-  ),
-  linen_dense.PerPositionDense: Conversion(
-    nnx_dense.PerPositionDense,
-    ('features', 'activation', 'activity_regularizer', *_DENSE_FIELDS),
-    weights=_kernel_and_bias,
-    nnx_arguments=_per_position_dense_sizes,
-  ),
-  linen_core.Permute: Conversion(nnx_core.Permute, ('dims',)),
-  linen_core.RepeatVector: Conversion(nnx_core.RepeatVector, ('n',)),
-  linen_core.Reshape: Conversion(nnx_core.Reshape, ('target_shape',)),
-  linen_dropout.SpatialDropout1D: Conversion(
-    nnx_dropout.SpatialDropout1D, _SPATIAL_DROPOUT_FIELDS, **_DROPOUT
-  ),
-  linen_dropout.SpatialDropout2D: Conversion(
-    nnx_dropout.SpatialDropout2D, _SPATIAL_DROPOUT_FIELDS, **_DROPOUT
-  ),
-  linen_dropout.SpatialDropout3D: Conversion(
-    nnx_dropout.SpatialDropout3D, _SPATIAL_DROPOUT_FIELDS, **_DROPOUT
-  ),
-}
+#: Every linen layer :func:`from_linen` converts, and its NNX twin, as the
+#: layer registry lists them (subclasses convert too). ``flax.linen.Dense``
+#: is here for the models :func:`flax_dense.from_keras` imports;
+#: ``KerasSequential`` and ``KerasFunctional`` convert layer by layer.
+LINEN_TO_NNX: Mapping[type[nn.Module], type[nnx.Module]] = MappingProxyType(
+  {entry.linen: entry.nnx for entry in registry.SPECS}
+)
 
 
 def _known(
-  caller: str, kind: str, module: Any, types: Collection[type]
-) -> type:
-  """The type of ``types`` that ``module`` is an instance of (the nearest)."""
-  for base in type(module).__mro__:
-    if base in types:
-      return base
+  caller: str,
+  kind: str,
+  module: Any,
+  lookup: Callable[[type], LayerSpec | None],
+  types: Collection[type],
+) -> LayerSpec:
+  """The spec of ``module``'s layer (its nearest registered class)."""
+  found = lookup(type(module))
+  if found is not None:
+    return found
   known = ', '.join(sorted(t.__name__ for t in types))
   raise TypeError(
     f'{caller}: {type(module).__name__} is not a {kind} it converts; expected'
@@ -597,7 +322,7 @@ def _collections(module: nn.Module, variables: Any) -> dict[str, dict]:
 
 
 def _layer_weights(
-  module: nn.Module, conversion: Conversion, variables: Any
+  module: nn.Module, conversion: LayerSpec, variables: Any
 ) -> tuple[Weights, str]:
   """The weights of one layer, and their collection, checked by name."""
   collections = _collections(module, variables)
@@ -641,20 +366,18 @@ def _layer_from_linen(
   module: nn.Module, variables: Any, rngs: nnx.Rngs | None
 ) -> nnx.Module:
   """The NNX twin of one layer of :data:`LINEN_TO_NNX`."""
-  conversion = LINEN_TO_NNX[
-    _known('from_linen', 'linen layer', module, LINEN_TO_NNX)
-  ]
+  conversion = _known(
+    'from_linen', 'linen layer', module, registry.linen_spec, LINEN_TO_NNX
+  )
   weights, collection = _layer_weights(module, conversion, variables)
   arguments = {field: getattr(module, field) for field in conversion.fields}
   arguments.update(conversion.nnx_arguments(module, weights))
   if conversion.takes_rngs:
     arguments['rngs'] = rngs
   if not weights:
-    return conversion.nnx_type(**arguments)
+    return conversion.nnx(**arguments)
   # Built abstractly, then given the weights: no values are drawn.
-  layer = nnx.eval_shape(
-    lambda: conversion.nnx_type(**arguments, rngs=nnx.Rngs(0))
-  )
+  layer = nnx.eval_shape(lambda: conversion.nnx(**arguments, rngs=nnx.Rngs(0)))
   variable_type = Constant if collection == CONSTANTS else nnx.Param
   for name, value in weights.items():
     built = getattr(layer, name).shape
@@ -668,7 +391,7 @@ def _layer_from_linen(
   return layer
 
 
-def _fields_text(module: nn.Module, conversion: Conversion) -> str:
+def _fields_text(module: nn.Module, conversion: LayerSpec) -> str:
   return ', '.join(
     f'{field}={getattr(module, field)!r}' for field in conversion.fields
   )
@@ -693,7 +416,7 @@ def _sequential_from_linen(
       module.layers,
       module.names,
       module.mask_flow,
-      linen_masking.Masking,
+      Masking,
     )
   names, modules = _container_layers(module)
   layers = []
@@ -779,19 +502,13 @@ def from_linen(
 # ---------------------------------------------------------------------------
 # NNX to linen.
 
-#: Each NNX twin and its linen layer, the reverse of :data:`LINEN_TO_NNX`.
-NNX_TO_LINEN: dict[type[nnx.Module], type[nn.Module]] = {
-  conversion.nnx_type: linen_type
-  for linen_type, conversion in LINEN_TO_NNX.items()
-}
-
 
 def _layer_to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
   """The linen layer and variables of one NNX twin."""
-  linen_type = NNX_TO_LINEN[
-    _known('to_linen', 'NNX layer', layer, NNX_TO_LINEN)
-  ]
-  conversion = LINEN_TO_NNX[linen_type]
+  conversion = _known(
+    'to_linen', 'NNX layer', layer, registry.nnx_spec, LINEN_TO_NNX.values()
+  )
+  linen_type = conversion.linen
   arguments = {field: getattr(layer, field) for field in conversion.fields}
   arguments.update(conversion.linen_arguments(layer))
   module = linen_type(**arguments)
