@@ -8,26 +8,17 @@ from flax_dense import checkpoint as checkpoint
 from flax_dense import functional as functional
 from flax_dense import nnx as nnx
 from flax_dense import sharding as sharding
-from flax_dense._src.interop.keras import KerasSequential as KerasSequential
-from flax_dense._src.interop.keras import from_keras as from_keras
-from flax_dense._src.interop.keras import (
-  keras_weights_to_params as keras_weights_to_params,
-)
-from flax_dense._src.interop.keras import (
-  load_keras_weights as load_keras_weights,
-)
-from flax_dense._src.interop.keras import (
-  register_keras_layer as register_keras_layer,
-)
-from flax_dense._src.interop.keras_graph import (
-  KerasFunctional as KerasFunctional,
-)
-from flax_dense._src.interop.to_keras import (
+from flax_dense._src.keras.build import from_keras as from_keras
+from flax_dense._src.keras.export import to_keras_model as to_keras_model
+from flax_dense._src.keras.host import (
   keras_custom_objects as keras_custom_objects,
 )
-from flax_dense._src.interop.to_keras import to_keras as to_keras
-from flax_dense._src.interop.to_keras_model import (
-  to_keras_model as to_keras_model,
+from flax_dense._src.keras.host import to_keras as to_keras
+from flax_dense._src.keras.imports import (
+  register_keras_layer as register_keras_layer,
+)
+from flax_dense._src.keras.weights import (
+  load_keras_weights as load_keras_weights,
 )
 from flax_dense._src.linen.attention import AttentionDecoder as AttentionDecoder
 from flax_dense._src.linen.core import Activation as Activation
@@ -56,6 +47,8 @@ from flax_dense._src.linen.product import ConstProduct as ConstProduct
 from flax_dense._src.linen.regularizers import (
   ActivityRegularization as ActivityRegularization,
 )
+from flax_dense._src.models.linen import KerasFunctional as KerasFunctional
+from flax_dense._src.models.linen import KerasSequential as KerasSequential
 from flax_dense._src.ops.activations import (
   KERAS_ACTIVATIONS as KERAS_ACTIVATIONS,
 )
@@ -83,6 +76,9 @@ from flax_dense._src.ops.regularizers import min_max_norm as min_max_norm
 from flax_dense._src.ops.regularizers import non_neg as non_neg
 from flax_dense._src.ops.regularizers import unit_norm as unit_norm
 from flax_dense._src.ops.regularizers import weight_penalty as weight_penalty
+from flax_dense._src.registry.keras_weights import (
+  keras_weights_to_params as keras_weights_to_params,
+)
 from flax_dense._src.summary import LayerSummary as LayerSummary
 from flax_dense._src.summary import Summary as Summary
 from flax_dense._src.summary import summary as summary

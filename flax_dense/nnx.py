@@ -18,12 +18,12 @@ A linen layer and its variables become their NNX twin with
 :class:`KerasSequential` with ``fd.from_keras(model, api='nnx')``.
 """
 
+from flax_dense._src.convert import LINEN_TO_NNX as LINEN_TO_NNX
+from flax_dense._src.convert import from_linen as from_linen
+from flax_dense._src.convert import to_linen as to_linen
+from flax_dense._src.models.nnx import KerasFunctional as KerasFunctional
+from flax_dense._src.models.nnx import KerasSequential as KerasSequential
 from flax_dense._src.nnx.attention import AttentionDecoder as AttentionDecoder
-from flax_dense._src.nnx.convert import LINEN_TO_NNX as LINEN_TO_NNX
-from flax_dense._src.nnx.convert import KerasFunctional as KerasFunctional
-from flax_dense._src.nnx.convert import KerasSequential as KerasSequential
-from flax_dense._src.nnx.convert import from_linen as from_linen
-from flax_dense._src.nnx.convert import to_linen as to_linen
 from flax_dense._src.nnx.core import Activation as Activation
 from flax_dense._src.nnx.core import Flatten as Flatten
 from flax_dense._src.nnx.core import Lambda as Lambda

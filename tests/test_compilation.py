@@ -48,7 +48,7 @@ def _linen_sequential():
 
 def _nodes():
   # y = dense(a) + dense(b): one layer called twice, and a merge.
-  from flax_dense._src.interop.keras_graph import Node
+  from flax_dense._src.models.graph import Node
 
   return [
     Node((0,), steps=(0,)),

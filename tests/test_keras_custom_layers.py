@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import flax_dense as fd
-from flax_dense._src.interop import keras as interop
+from flax_dense._src import registry as layer_registry
+from flax_dense._src.keras.imports import COVERED
 
 keras = pytest.importorskip('keras')
 
@@ -32,10 +33,10 @@ def load_example():
 @pytest.fixture
 def registry():
   """Leaves the registry of converters as the test found it."""
-  saved = dict(interop._REGISTERED)
+  saved = dict(layer_registry.REGISTERED)
   yield
-  interop._REGISTERED.clear()
-  interop._REGISTERED.update(saved)
+  layer_registry.REGISTERED.clear()
+  layer_registry.REGISTERED.update(saved)
 
 
 @pytest.fixture(scope='module')
@@ -142,8 +143,8 @@ def coverage_table():
   "import test_keras_custom_layers as t; print(t.coverage_table())"``.
   """
   rows = ['| Keras layer | becomes |', '| --- | --- |']
-  for name in sorted(interop.CONVERTERS):
-    becomes = interop.CONVERTERS[name].becomes.replace('``', '`')
+  for name in sorted(COVERED):
+    becomes = COVERED[name].becomes.replace('``', '`')
     rows.append(f'| `{name}` | {becomes} |')
   return '\n'.join(rows)
 
@@ -163,7 +164,7 @@ def test_docs_table_is_what_the_registry_generates():
 
 
 def test_every_converter_says_what_it_becomes():
-  for name, converter in interop.CONVERTERS.items():
+  for name, converter in COVERED.items():
     assert converter.becomes, name
 
 

@@ -246,7 +246,7 @@ def test_weight_shape_that_disagrees_with_the_config(tmp_path):
     path, lambda layers: layer(layers, 'shared')['config'].update(units=7)
   )
   with pytest.raises(
-    ValueError, match=r"functional_graph.h5.*'shared'"
+    ValueError, match=r"'shared' of file '.*functional_graph.h5'"
   ) as error:
     fd.from_keras(path)
   assert_our_error(error)

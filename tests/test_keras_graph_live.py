@@ -282,8 +282,8 @@ def test_weight_that_disagrees_with_the_config(tmp_path):
     group['bias:0'] = np.zeros((7,), np.float32)
   with pytest.raises(
     ValueError,
-    match=r'from_keras: .*functional_locally_connected.h5.*: the weights of'
-    r" Dense layer 'head'",
+    match=r"from_keras: Dense layer 'head' of file"
+    r" '.*functional_locally_connected.h5' has weights that do not fit",
   ):
     fd.from_keras(path)
 

@@ -18,10 +18,9 @@ import pytest
 from flax import nnx
 
 import flax_dense as fd
-from flax_dense._src.interop.keras_h5 import (
+from flax_dense._src.keras.h5 import read_keras_h5, read_keras_weights_h5
+from flax_dense._src.registry.locally_connected import (
   locally_connected1d_weights,
-  read_keras_h5,
-  read_keras_weights_h5,
 )
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
@@ -477,12 +476,12 @@ def test_weight_shape_that_disagrees_with_the_config(
     group['kernel:0'] = np.zeros(shape, np.float32)
   with pytest.raises(
     ValueError,
-    match=rf'read_keras_h5: .*locally_connected_k3s2.h5.*: the weights of'
-    rf' LocallyConnected1D \(implementation={implementation}\) layer'
-    rf" '{layer}' have shapes \[{re_shape(shape)}, \(4, 3\)\], which do not"
-    r' fit its config \(filters=3, kernel_size=\[3\], strides=\[2\]',
+    match=rf"from_keras: LocallyConnected1D layer '{layer}' of file"
+    rf" '.*locally_connected_k3s2.h5' \(implementation={implementation}\)"
+    rf' has weights of shapes \[{re_shape(shape)}, \(4, 3\)\] that do not'
+    r' fit its config',
   ) as error:
-    read_keras_h5(path)
+    fd.from_keras(path)
   assert_our_error(error)
 
 
@@ -494,11 +493,11 @@ def test_dense_weight_shape_that_disagrees_with_the_config(tmp_path):
     group['bias:0'] = np.zeros((6,), np.float32)
   with pytest.raises(
     ValueError,
-    match=r"the weights of Dense layer 'dense' have shapes \[\(4, 5\),"
-    r' \(6,\)\], but its config needs kernel \(in_features, 5\) and bias'
-    r' \(5,\)',
+    match=r"from_keras: Dense layer 'dense' of file '.*sequential.h5' has"
+    r' weights that do not fit: .*the bias of a kernel of shape \(4, 5\)'
+    r' must have shape \(5,\), got \(6,\)',
   ):
-    read_keras_h5(path)
+    fd.from_keras(path)
 
 
 def test_damaged_weights_group(tmp_path):

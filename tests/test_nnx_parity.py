@@ -22,7 +22,7 @@ import pytest
 from flax import nnx
 
 import flax_dense as fd
-from flax_dense._src.interop.keras import frozen
+from flax_dense._src.variables import frozen
 
 
 def normal(shape, seed=0):

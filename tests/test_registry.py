@@ -11,7 +11,7 @@ these, or without an explicit, documented exclusion, fails here:
 - its ``fd.nnx.from_linen`` conversion (``fd.nnx.LINEN_TO_NNX``) and a
   parity case in tests/test_nnx_parity.py;
 - a Keras converter of ``fd.from_keras`` that makes it, or an entry of
-  ``NOT_IMPORTED`` in flax_dense/_src/interop/keras.py.
+  ``not_imported`` reason in its spec (flax_dense/_src/registry).
 """
 
 import sys
@@ -24,7 +24,8 @@ from test_nnx_parity import CASES
 
 import flax_dense as fd
 from flax_dense import functional
-from flax_dense._src.interop import keras as interop
+from flax_dense._src import registry
+from flax_dense._src.keras.imports import COVERED
 
 #: Public linen modules that hold layers rather than being one, and why.
 CONTAINERS = {
@@ -158,18 +159,28 @@ def test_layer_has_a_functional_core_both_front_ends_call(name):
   assert core in twin_calls, f'fd.nnx.{name} does not call {core.co_name}'
 
 
-def keras_converters():
+def made_by_keras_imports():
   # By class name, no Keras needed: live models and .h5 files share them.
-  return interop.CONVERTERS
+  return {
+    module
+    for entry in registry.SPECS
+    for keras_import in entry.keras_import.values()
+    for module in (entry.linen, *keras_import.makes)
+  } | {
+    module for keras_import in COVERED.values() for module in keras_import.makes
+  }
+
+
+NOT_IMPORTED = {
+  entry.linen: entry.not_imported
+  for entry in registry.SPECS
+  if entry.not_imported
+}
 
 
 def test_keras_exclusions_name_only_public_layers_not_imported():
-  made = {
-    module
-    for converter in keras_converters().values()
-    for module in converter.makes
-  }
-  for layer, reason in interop.NOT_IMPORTED.items():
+  made = made_by_keras_imports()
+  for layer, reason in NOT_IMPORTED.items():
     assert layer.__name__ in LAYERS and reason
     assert layer not in made, f'{layer.__name__} is imported after all'
 
@@ -177,13 +188,9 @@ def test_keras_exclusions_name_only_public_layers_not_imported():
 @pytest.mark.parametrize('name', LAYERS)
 def test_layer_is_imported_from_keras_or_excluded(name):
   layer = getattr(fd, name)
-  made = {
-    module
-    for converter in keras_converters().values()
-    for module in converter.makes
-  }
-  assert layer in made or layer in interop.NOT_IMPORTED, (
-    f'no Keras converter of fd.from_keras makes {name}: add one to'
-    ' _converters in flax_dense/_src/interop/keras.py, or say why not in'
-    ' NOT_IMPORTED there'
+  made = made_by_keras_imports()
+  assert layer in made or layer in NOT_IMPORTED, (
+    f'no Keras import of fd.from_keras makes {name}: give its spec in'
+    ' flax_dense/_src/registry a keras_import, or say why not in its'
+    ' not_imported'
   )

@@ -92,7 +92,7 @@ def test_fit_trains_the_params_and_keeps_the_constants():
     model.non_trainable_weights[0].numpy(), [0.5, 1.0, 2.0]
   )
   # The trained Keras weights are the Flax variables, leaf for leaf.
-  trained = fd._src.interop.to_keras.nest_variables(
+  trained = fd._src.keras.config.nest_variables(
     layer._specs, [w.numpy() for w in layer.flax_variables]
   )
   assert not np.allclose(

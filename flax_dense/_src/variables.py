@@ -12,9 +12,11 @@ activity penalties   :data:`LOSSES`        :class:`Loss` (sown)
 ===================  ====================  =========================
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -85,3 +87,43 @@ def collect_losses(state: Any) -> jax.Array:
       f' nnx.pop(model, fd.nnx.Loss) returns, got {type(state).__name__}.'
     )
   return sum((jnp.sum(leaf) for leaf in leaves), jnp.zeros(()))
+
+
+def _swap_params_and_constants(variables: dict) -> dict:
+  variables = dict(variables)
+  params = variables.pop('params', {})
+  constants = variables.pop(CONSTANTS, {})
+  return {**variables, 'params': constants, CONSTANTS: params}
+
+
+def frozen(module: nn.Module) -> nn.Module:
+  """``module`` with its ``params`` stored in the ``constants`` collection.
+
+  How :func:`flax_dense.from_keras` freezes a layer set ``trainable = False`` in Keras;
+  ``fd.nnx.to_linen`` freezes a layer whose NNX weights are constants so.
+  """
+  frozen_type = nn.map_variables(
+    type(module),
+    ('params', CONSTANTS),
+    _swap_params_and_constants,
+    _swap_params_and_constants,
+    init=False,
+    mutable=True,
+  )
+  fields = {
+    field.name: getattr(module, field.name)
+    for field in dataclasses.fields(module)
+    if field.init and field.name not in ('parent', 'name')
+  }
+  return frozen_type(**fields)
+
+
+def frozen_base(module_type: type) -> type | None:
+  """The layer class that ``from_keras``'s ``frozen`` wrapped, if it did."""
+  base = module_type.__mro__[1]
+  if (
+    module_type.__module__ == 'flax.linen.transforms'
+    and module_type.__name__ == f'Map_variables{base.__name__}'
+  ):
+    return base
+  return None

@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src.ops.masking import masking_layer
+from flax_dense._src.ops.masking import compute_mask, masking_layer
 
 
 class Masking(nn.Module):
@@ -55,3 +55,15 @@ class Masking(nn.Module):
       ValueError: if ``inputs`` is a scalar.
     """
     return masking_layer(jnp.asarray(inputs), self.mask_value)
+
+  def compute_mask(self, inputs: jax.typing.ArrayLike) -> jax.Array:
+    """The Keras mask of ``inputs``: which timesteps are kept.
+
+    Args:
+      inputs: ``(..., T, F)``.
+
+    Returns:
+      ``(..., T)`` boolean, false where every feature equals ``mask_value``
+      (:func:`flax_dense.compute_mask`).
+    """
+    return compute_mask(inputs, self.mask_value)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flax_dense._src import checks
-from flax_dense._src.ops.masking import masking_layer
+from flax_dense._src.ops.masking import compute_mask, masking_layer
 
 
 class Masking(nnx.Module):
@@ -41,3 +41,15 @@ class Masking(nnx.Module):
       ``(..., T, F)`` with masked timesteps zeroed.
     """
     return masking_layer(jnp.asarray(inputs), self.mask_value)
+
+  def compute_mask(self, inputs: jax.typing.ArrayLike) -> jax.Array:
+    """The Keras mask of ``inputs``: which timesteps are kept.
+
+    Args:
+      inputs: ``(..., T, F)``.
+
+    Returns:
+      ``(..., T)`` boolean, false where every feature equals ``mask_value``
+      (:func:`flax_dense.compute_mask`).
+    """
+    return compute_mask(inputs, self.mask_value)

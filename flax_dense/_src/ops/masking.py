@@ -24,6 +24,13 @@ def _checked(inputs: Any, mask_value: Any, caller: str) -> tuple:
   return inputs, mask_value
 
 
+#: What a layer does with the Keras mask of its input: ``'compute'`` makes
+#: one from its inputs (``layer.compute_mask(inputs)``), ``'propagate'``
+#: passes it on unread, ``'consume'`` reads it (``mask=``) and ends it,
+#: ``'use'`` reads it and passes it on, ``'drop'`` ends it unread.
+MASK_FLOWS = ('compute', 'propagate', 'consume', 'use', 'drop')
+
+
 def compute_mask(inputs: Any, mask_value: float = 0.0) -> jax.Array:
   """The boolean mask of Keras ``Masking``: True where a timestep is kept.
 

@@ -10,6 +10,7 @@ or Keras class registered twice, fails at once.
 from collections.abc import Iterable
 from typing import Any
 
+from flax_dense._src.ops.masking import MASK_FLOWS
 from flax_dense._src.registry import (
   core,
   custom,
@@ -20,11 +21,7 @@ from flax_dense._src.registry import (
   product,
   regularizers,
 )
-from flax_dense._src.registry.spec import (
-  MASK_FLOWS,
-  KerasImport,
-  LayerSpec,
-)
+from flax_dense._src.registry.spec import KerasImport, LayerSpec
 
 #: The family modules, each with its ``SPECS``.
 FAMILIES = (

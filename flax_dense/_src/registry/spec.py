@@ -24,12 +24,6 @@ Weights = dict[str, jax.Array]
 #: The collection of trained weights in linen.
 PARAMS = 'params'
 
-#: What a layer does with the Keras mask of its input: ``'compute'`` makes
-#: one from its inputs (``layer.compute_mask(inputs)``), ``'propagate'``
-#: passes it on unread, ``'consume'`` reads it (``mask=``) and ends it,
-#: ``'use'`` reads it and passes it on, ``'drop'`` ends it unread.
-MASK_FLOWS = ('compute', 'propagate', 'consume', 'use', 'drop')
-
 
 # ---------------------------------------------------------------------------
 # Keras layers on their way in.

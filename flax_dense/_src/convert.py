@@ -47,213 +47,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flax_dense._src import registry
-from flax_dense._src.interop import keras as interop
-from flax_dense._src.interop import keras_graph
-from flax_dense._src.linen.masking import Masking
-from flax_dense._src.nnx import masking as nnx_masking
+from flax_dense._src.models import linen as linen_models
+from flax_dense._src.models import nnx as nnx_models
+from flax_dense._src.models.graph import check_sequential
 from flax_dense._src.registry.spec import PARAMS, LayerSpec, Weights
-from flax_dense._src.variables import CONSTANTS, LOSSES, Constant
+from flax_dense._src.variables import CONSTANTS, LOSSES, Constant, frozen
 
 # ---------------------------------------------------------------------------
 # The container of imported Keras models.
-
-
-class KerasSequential(nnx.Module):
-  """Applies NNX layers one after another, passing a Keras mask along.
-
-  The NNX twin of :class:`flax_dense.KerasSequential`, which
-  ``fd.from_keras(model, api='nnx')`` returns: as in Keras, a mask made by
-  a ``Masking`` layer travels with the activations through the layers that
-  propagate it until a layer consumes it (``GlobalAveragePooling1D``
-  averages over the kept steps only) or drops it. Dropout follows
-  ``model.train()`` / ``model.eval()``.
-
-  Example usage::
-
-    >>> import flax_dense as fd
-    >>> from flax import nnx
-    >>> import jax.numpy as jnp
-    >>> model = fd.nnx.KerasSequential(
-    ...     [fd.nnx.Masking(0.0), nnx.Linear(3, 4, rngs=nnx.Rngs(0)),
-    ...      fd.nnx.GlobalAveragePooling1D()],
-    ...     names=['masking', 'dense', 'pooling'],
-    ...     mask_flow=['compute', 'propagate', 'consume'])
-    >>> x = jnp.ones((2, 5, 3)).at[:, 3:].set(0.0)  # 2 padded steps
-    >>> y = model(x)  # (2, 4), the mean of 3 steps
-    >>> bool(jnp.allclose(y, model.layers[1](x[:, :3]).mean(axis=1)))
-    True
-
-  Args:
-    layers: the NNX modules, applied in order to one input.
-    names: the name of each layer (Keras's layer names after
-      ``from_keras``), or ``None``.
-    mask_flow: what each layer does with the mask, one of ``'compute'`` (a
-      ``Masking`` layer: makes the mask from its inputs), ``'propagate'``,
-      ``'consume'`` (gets it as ``mask=``) or ``'drop'``; default: no mask.
-
-  Raises:
-    ValueError: if ``names`` or ``mask_flow`` do not have one entry per
-      layer, or ``mask_flow`` holds an unknown value or ``'compute'`` for a
-      layer other than ``Masking``.
-  """
-
-  def __init__(
-    self,
-    layers: Sequence[nnx.Module],
-    *,
-    names: Sequence[str] | None = None,
-    mask_flow: Sequence[str] | None = None,
-  ):
-    interop.check_sequential(
-      'KerasSequential', layers, names, mask_flow, nnx_masking.Masking
-    )
-    layers = list(layers)
-    self.layers = nnx.List(layers)
-    self.names = None if names is None else tuple(names)
-    self.mask_flow = None if mask_flow is None else tuple(mask_flow)
-
-  def __call__(
-    self,
-    inputs: Any,
-    *,
-    deterministic: bool | None = None,
-    rngs: nnx.Rngs | jax.Array | None = None,
-  ) -> Any:
-    """Applies the layers.
-
-    Args:
-      inputs: the first layer's inputs.
-      deterministic: if given, overrides the mode of the dropout layers
-        (those with a ``deterministic`` attribute) for this call.
-      rngs: if given, the rng streams (or a key) of the dropout layers for
-        this call, instead of their own.
-
-    Returns:
-      The last layer's outputs.
-    """
-    overrides = {
-      name: value
-      for name, value in (('deterministic', deterministic), ('rngs', rngs))
-      if value is not None
-    }
-
-    def call(index, layer, inputs, kwargs):
-      del index
-      if hasattr(layer, 'deterministic'):
-        kwargs.update(overrides)
-      return layer(inputs, **kwargs)
-
-    return interop.apply_sequential(self.layers, self.mask_flow, inputs, call)
-
-
-class KerasFunctional(nnx.Module):
-  """Runs a graph of NNX layers on several inputs, as a Keras functional model.
-
-  The NNX twin of :class:`flax_dense.KerasFunctional`, which
-  ``fd.from_keras(model, api='nnx')`` returns for a functional Keras model
-  that is not a single chain: the same graph and mask flow, run by the same
-  code. Dropout follows ``model.train()`` / ``model.eval()``.
-
-  Example usage::
-
-    >>> import flax_dense as fd, jax.numpy as jnp
-    >>> from flax import nnx
-    >>> from flax_dense._src.interop.keras_graph import Node
-    >>> model = fd.nnx.KerasFunctional(  # y = dense(a) + dense(b)
-    ...     [nnx.Linear(3, 4, rngs=nnx.Rngs(0))], names=['dense'],
-    ...     mask_flow=['propagate'],
-    ...     nodes=[Node((0,), steps=(0,)), Node((1,), steps=(0,)),
-    ...            Node((2, 3), merge='Add')],
-    ...     inputs=2, outputs=[4])
-    >>> a, b = jnp.ones((2, 3)), jnp.zeros((2, 3))
-    >>> bool(jnp.allclose(model(a, b), model.layers[0](a) + model.layers[0](b)))
-    True
-
-  Args:
-    layers: the NNX modules, each called at one node or more.
-    names: the name of each layer.
-    mask_flow: what each layer does with the mask.
-    nodes: the calls, each taking earlier tensors.
-    inputs: the number of inputs.
-    outputs: the numbers of the output tensors.
-    single_output: return the one output itself rather than a list.
-
-  Raises:
-    ValueError: if the parts of the graph do not fit together.
-  """
-
-  def __init__(
-    self,
-    layers: Sequence[nnx.Module],
-    *,
-    names: Sequence[str],
-    mask_flow: Sequence[str],
-    nodes: Sequence[keras_graph.Node],
-    inputs: int,
-    outputs: Sequence[int],
-    single_output: bool = True,
-  ):
-    layers = list(layers)
-    keras_graph.check_graph(
-      'KerasFunctional',
-      layers,
-      names,
-      mask_flow,
-      nodes,
-      inputs,
-      outputs,
-      nnx_masking.Masking,
-    )
-    self.layers = nnx.List(layers)
-    self.names = tuple(names)
-    self.mask_flow = tuple(mask_flow)
-    self.nodes = tuple(nodes)
-    self.inputs = inputs
-    self.outputs = tuple(outputs)
-    self.single_output = single_output
-
-  def __call__(
-    self,
-    *inputs: Any,
-    deterministic: bool | None = None,
-    rngs: nnx.Rngs | jax.Array | None = None,
-  ) -> Any:
-    """Applies the graph.
-
-    Args:
-      *inputs: the model's inputs, in Keras's order.
-      deterministic: if given, overrides the mode of the dropout layers for
-        this call.
-      rngs: if given, the rng streams (or a key) of the dropout layers for
-        this call.
-
-    Returns:
-      The output, or the list of outputs.
-    """
-    keras_graph.check_inputs('KerasFunctional', self.inputs, inputs)
-    overrides = {
-      name: value
-      for name, value in (('deterministic', deterministic), ('rngs', rngs))
-      if value is not None
-    }
-
-    def call(index, layer, inputs, kwargs):
-      del index
-      if hasattr(layer, 'deterministic'):
-        kwargs.update(overrides)
-      if isinstance(inputs, list):
-        return layer(*inputs, **kwargs)
-      return layer(inputs, **kwargs)
-
-    return keras_graph.apply_graph(
-      self.layers,
-      self.mask_flow,
-      self.nodes,
-      self.outputs,
-      self.single_output,
-      inputs,
-      call,
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -403,20 +204,16 @@ def _container_layers(module: Any) -> tuple[list[str], Sequence[Any]]:
 
 
 def _sequential_from_linen(
-  module: interop.KerasSequential | keras_graph.KerasFunctional,
+  module: linen_models.KerasSequential | linen_models.KerasFunctional,
   variables: Any,
   rngs: nnx.Rngs | None,
-) -> KerasSequential | KerasFunctional:
+) -> nnx_models.KerasSequential | nnx_models.KerasFunctional:
   """The NNX twin of a linen ``KerasSequential`` or ``KerasFunctional``."""
   collections = _collections(module, variables)
   container = type(module).__name__
-  if isinstance(module, interop.KerasSequential):
-    interop.check_sequential(
-      'from_linen',
-      module.layers,
-      module.names,
-      module.mask_flow,
-      Masking,
+  if isinstance(module, linen_models.KerasSequential):
+    check_sequential(
+      'from_linen', module.layers, module.names, module.mask_flow
     )
   names, modules = _container_layers(module)
   layers = []
@@ -441,8 +238,8 @@ def _sequential_from_linen(
       f'from_linen: variables hold weights of no layer of the'
       f' {container}: {unused}; its layers are named {list(names)}.'
     )
-  if isinstance(module, keras_graph.KerasFunctional):
-    return KerasFunctional(
+  if isinstance(module, linen_models.KerasFunctional):
+    return nnx_models.KerasFunctional(
       layers,
       names=module.names,
       mask_flow=module.mask_flow,
@@ -451,7 +248,9 @@ def _sequential_from_linen(
       outputs=module.outputs,
       single_output=module.single_output,
     )
-  return KerasSequential(layers, names=module.names, mask_flow=module.mask_flow)
+  return nnx_models.KerasSequential(
+    layers, names=module.names, mask_flow=module.mask_flow
+  )
 
 
 def from_linen(
@@ -494,7 +293,9 @@ def from_linen(
       disagrees with the layer's fields or other weights.
   """
   _check_rngs(rngs)
-  if isinstance(module, interop.KerasSequential | keras_graph.KerasFunctional):
+  if isinstance(
+    module, linen_models.KerasSequential | linen_models.KerasFunctional
+  ):
     return _sequential_from_linen(module, variables, rngs)
   return _layer_from_linen(module, variables, rngs)
 
@@ -538,12 +339,12 @@ def _layer_to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
         f'to_linen: {type(layer).__name__} keeps its weights in'
         f' {expected!r} when configured so, got {_describe(variables)}.'
       )
-    module = interop.frozen(module)
+    module = frozen(module)
   return module, variables
 
 
 def _sequential_to_linen(
-  model: KerasSequential | KerasFunctional,
+  model: nnx_models.KerasSequential | nnx_models.KerasFunctional,
 ) -> tuple[nn.Module, dict[str, Any]]:
   """The linen ``KerasSequential`` or ``KerasFunctional`` of an NNX one."""
   names, layers = _container_layers(model)
@@ -556,8 +357,8 @@ def _sequential_to_linen(
     modules.append(module)
     for collection, tree in layer_variables.items():
       variables.setdefault(collection, {})[name] = tree
-  if isinstance(model, KerasFunctional):
-    module = keras_graph.KerasFunctional(
+  if isinstance(model, nnx_models.KerasFunctional):
+    module = linen_models.KerasFunctional(
       tuple(modules),
       model.names,
       model.mask_flow,
@@ -567,7 +368,7 @@ def _sequential_to_linen(
       model.single_output,
     )
   else:
-    module = interop.KerasSequential(
+    module = linen_models.KerasSequential(
       tuple(modules), model.names, model.mask_flow
     )
   return module, variables
@@ -608,6 +409,6 @@ def to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
     ValueError: for a layer that mixes the two, or an option its linen
       layer lacks.
   """
-  if isinstance(layer, KerasSequential | KerasFunctional):
+  if isinstance(layer, nnx_models.KerasSequential | nnx_models.KerasFunctional):
     return _sequential_to_linen(layer)
   return _layer_to_linen(layer)

@@ -1,35 +1,25 @@
-"""flax_dense modules inside Keras 3, and models handed back to Keras.
+"""flax_dense modules and their variables as a hosting Keras layer keeps them.
 
-Two ways out of JAX's own process:
-
-- :func:`to_keras` hosts a Flax module (a flax_dense layer, an imported
-  model, or a user's linen model built from them) as one Keras layer whose
-  weights are Keras variables: Keras trains it, saves it and serves it.
-- :func:`~flax_dense._src.interop.to_keras_model.to_keras_model` rebuilds
-  the native Keras model of a module that :func:`~flax_dense.from_keras`
-  makes, one Keras layer per flax_dense layer.
-
-Keras is imported only when one of them is called; the Keras-side classes
-live in :mod:`flax_dense._src.interop.keras_layers`. A hosted module is
-saved in a ``.keras`` file as JSON: its class (by import path) and the
-dataclass fields that differ from their defaults, encoded by
-:func:`module_to_config`.
+A hosted module is saved in a ``.keras`` file as JSON: its class (by import
+path) and the dataclass fields that differ from their defaults, encoded by
+:func:`module_to_config`; its variables are Keras weights
+(:func:`variable_specs`). Nothing here imports Keras.
 """
 
 import dataclasses
 import enum
-import importlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, traverse_util
+from flax import traverse_util
 
-from flax_dense._src.variables import CONSTANTS, LOSSES
+from flax_dense._src.callables import factory_call, resolve
+from flax_dense._src.variables import CONSTANTS, LOSSES, frozen, frozen_base
 
 #: Packages whose classes and functions a ``.keras`` file may name without
 #: ``safe_mode=False``: importing them runs no code from the file's author.
@@ -54,47 +44,6 @@ def _import_path(value: Any) -> str | None:
   except (ImportError, AttributeError):
     return None
   return f'{module}:{qualname}' if found is value else None
-
-
-def resolve(path: str) -> Any:
-  """The class or function at ``'module:qualname'``."""
-  module, qualname = path.split(':')
-  value = importlib.import_module(module)
-  for part in qualname.split('.'):
-    value = getattr(value, part)
-  return value
-
-
-def factory_call(function: Callable) -> dict[str, Any] | None:
-  """A closure as the call of the top-level factory that made it, if any.
-
-  ``fd.l1_l2(0.1, 0.2)`` returns a function defined inside ``l1_l2`` that
-  keeps its arguments in its closure: it is encoded as that call. A closure
-  that keeps anything other than the factory's arguments is not.
-  """
-  qualname = getattr(function, '__qualname__', '')
-  factory_name, _, rest = qualname.partition('.<locals>.')
-  if not rest or '<' in rest or getattr(function, '__closure__', None) is None:
-    return None
-  try:
-    factory = resolve(f'{function.__module__}:{factory_name}')
-    captured = inspect.getclosurevars(function).nonlocals
-    parameters = inspect.signature(factory).parameters
-  except (ImportError, AttributeError, TypeError, ValueError):
-    return None
-  if not set(captured) <= set(parameters):
-    return None
-  missing = [
-    name
-    for name, parameter in parameters.items()
-    if name not in captured and parameter.default is inspect.Parameter.empty
-  ]
-  if missing:
-    return None
-  return {
-    'factory': f'{function.__module__}:{factory_name}',
-    'arguments': captured,
-  }
 
 
 class _Unencodable(ValueError):
@@ -178,17 +127,6 @@ def _decode(value: Any, trusted: bool) -> Any:
   raise ValueError(f'to_keras: unreadable saved value {value!r}.')
 
 
-def frozen_base(module_type: type) -> type | None:
-  """The layer class that ``from_keras``'s ``frozen`` wrapped, if it did."""
-  base = module_type.__mro__[1]
-  if (
-    module_type.__module__ == 'flax.linen.transforms'
-    and module_type.__name__ == f'Map_variables{base.__name__}'
-  ):
-    return base
-  return None
-
-
 def _is_default(field: dataclasses.Field, value: Any) -> bool:
   if field.default is not dataclasses.MISSING:
     default = field.default
@@ -228,9 +166,12 @@ def module_to_config(module: nn.Module, where: str = 'module') -> dict:
   path = _import_path(module_type)
   if path is None:
     raise ValueError(
-      f'to_keras: {where} is a {module_type.__qualname__}, a class that'
-      ' cannot be imported by name, so a .keras file could not rebuild it;'
-      ' define it at the top level of an importable module.'
+      f'to_keras: {where} is a {module_type.__module__}.'
+      f'{module_type.__qualname__}, a class that cannot be imported by name'
+      ' (defined inside a function, or replaced since), so a .keras file'
+      ' could not rebuild it; define the class at the top level of an'
+      ' importable module to save the model, or save its weights alone'
+      ' (model.save_weights).'
     )
   fields = {}
   for field in dataclasses.fields(module):
@@ -274,8 +215,6 @@ def module_from_config(config: dict, trusted: bool = True) -> nn.Module:
   fields = {k: _decode(v, trusted) for k, v in config['fields'].items()}
   module = module_type(**fields)
   if config.get('frozen'):
-    from flax_dense._src.interop.keras import frozen
-
     module = frozen(module)
   return module
 
@@ -407,157 +346,3 @@ def check_variables_fit(
 def _shapes(input_shapes):
   shapes = [tuple(shape) for shape in input_shapes]
   return shapes[0] if len(shapes) == 1 else shapes
-
-
-# ---------------------------------------------------------------------------
-# The public functions.
-
-
-def import_keras(caller: str) -> Any:
-  """Keras 3 on the JAX backend, or our own error saying what to do."""
-  try:
-    import keras
-  except ImportError as error:
-    raise ImportError(
-      f'{caller} needs Keras 3, an optional dependency: pip install'
-      " 'flax_dense[keras]'."
-    ) from error
-  if int(keras.__version__.split('.')[0]) < 3:
-    raise ImportError(
-      f'{caller} needs Keras 3, found Keras {keras.__version__}: pip install'
-      " 'flax_dense[keras]'."
-    )
-  backend = keras.backend.backend()
-  if backend != 'jax':
-    raise RuntimeError(
-      f"{caller} needs Keras's JAX backend, but Keras runs on {backend!r}:"
-      ' set the environment variable KERAS_BACKEND=jax before Keras is first'
-      ' imported (or "backend": "jax" in ~/.keras/keras.json).'
-    )
-  return keras
-
-
-def to_keras(
-  module: nn.Module | nnx.Module,
-  variables: Mapping[str, Any] | None = None,
-  *,
-  name: str | None = None,
-  seed: int | None = None,
-  rng_collections: Sequence[str] = ('dropout',),
-) -> Any:
-  """A Keras 3 layer (JAX backend) that runs a Flax module.
-
-  The layer's weights are Keras variables named by their path in the
-  variables (``flax_module/dense/kernel``): ``params`` trainable,
-  ``constants`` non-trainable, so ``model.summary()``, ``model.fit`` and
-  optimizers treat them as Keras's own. Each call applies the module to the
-  variables' current values. Keras's ``training`` argument reaches the
-  module as ``deterministic=not training`` (or ``training=``) when its
-  ``__call__`` takes one; in training the rng streams ``rng_collections``
-  draw from a ``keras.random.SeedGenerator``. Losses the module sows into
-  ``losses`` (activity penalties) are added with ``add_loss``, so
-  ``model.fit`` minimises what Keras would. TensorFlow is not needed.
-
-  The module is saved in ``.keras`` files by its class and fields (see
-  :func:`module_to_config`); this is checked here, so a module that could
-  not be saved fails now, before any file exists.
-  ``keras.models.load_model`` needs the classes registered: import
-  ``flax_dense`` and call :func:`keras_custom_objects` first (or pass it as
-  ``custom_objects=``); a file naming classes outside
-  :data:`TRUSTED_PACKAGES` (your own modules) loads with
-  ``safe_mode=False``.
-
-  Example usage::
-
-    >>> import os; _ = os.environ.setdefault('KERAS_BACKEND', 'jax')
-    >>> import keras, jax, jax.numpy as jnp, numpy as np
-    >>> import flax_dense as fd
-    >>> module = fd.PerPositionDense(3, activation='tanh')
-    >>> variables = module.init(jax.random.key(0), jnp.ones((1, 5, 4)))
-    >>> layer = fd.to_keras(module, variables, name='per_position')
-    >>> model = keras.Sequential([keras.Input((5, 4)), layer])
-    >>> [w.path for w in model.trainable_weights]
-    ['per_position/bias', 'per_position/kernel']
-    >>> x = np.ones((2, 5, 4), np.float32)
-    >>> bool(np.allclose(model.predict(x, verbose=0),
-    ...                  module.apply(variables, x), atol=1e-6))
-    True
-
-  Args:
-    module: a linen module (a flax_dense layer, ``fd.KerasSequential``, or
-      a model of yours built from them), or an NNX flax_dense layer or
-      ``fd.nnx.KerasSequential`` (converted by ``fd.nnx.to_linen``).
-    variables: the linen module's variables (``params`` and
-      ``constants``), as ``init`` returns them; ``None`` for an NNX module,
-      which holds its own.
-    name: the Keras layer name; default ``flax_module``.
-    seed: seed of the layer's ``SeedGenerator`` (dropout in training).
-    rng_collections: the rng streams the module draws from in training.
-
-  Returns:
-    A ``keras.layers.Layer``; call it on one input, or on a list of inputs
-    for a module with several (``MultiIODense``).
-
-  Raises:
-    ImportError: without Keras 3.
-    RuntimeError: if Keras runs on another backend than JAX.
-    TypeError: for a module that is neither linen nor NNX, or variables
-      that are not a mapping.
-    ValueError: for variables given with an NNX module or missing for a
-      linen one, a collection other than ``params`` and ``constants``, or a
-      module that a ``.keras`` file could not rebuild (naming the field).
-      Variables that do not fit the module's inputs raise when the layer is
-      first called (built), naming each weight that differs.
-  """
-  keras = import_keras('to_keras')
-  if isinstance(module, nnx.Module):
-    if variables is not None:
-      raise ValueError(
-        'to_keras: an NNX module holds its own weights; call'
-        ' to_keras(model) without variables.'
-      )
-    from flax_dense._src.nnx.convert import to_linen
-
-    module, variables = to_linen(module)
-  if not isinstance(module, nn.Module):
-    raise TypeError(
-      'to_keras: module must be a flax.linen.Module or an NNX module, got'
-      f' {type(module).__name__}.'
-    )
-  if variables is None:
-    raise ValueError(
-      'to_keras: a linen module needs its variables: to_keras(module,'
-      ' module.init(key, sample_inputs)).'
-    )
-  specs = variable_specs(variables)
-  config = module_to_config(module)
-  del keras
-  from flax_dense._src.interop import keras_layers
-
-  layer = keras_layers.FlaxModule(
-    module=config,
-    variables=[{k: v for k, v in s.items() if k != 'value'} for s in specs],
-    seed=seed,
-    rng_collections=list(rng_collections),
-    name=name or 'flax_module',
-  )
-  for variable, spec in zip(layer.flax_variables, specs, strict=True):
-    # A copy: Keras donates its variables' buffers to its jitted steps,
-    # which would delete the caller's arrays.
-    variable.assign(np.array(spec['value'], variable.dtype))
-  return layer
-
-
-def keras_custom_objects() -> dict[str, type]:
-  """flax_dense's Keras classes, registered, by their registered names.
-
-  ``keras.models.load_model`` finds them once this has run in the process;
-  it also returns them for ``custom_objects=``.
-
-  Returns:
-    ``{'flax_dense>FlaxModule': ..., 'flax_dense>ConstProduct': ...}``.
-  """
-  import_keras('keras_custom_objects')
-  from flax_dense._src.interop import keras_layers
-
-  return keras_layers.custom_objects()

@@ -1,4 +1,4 @@
-"""The graph of an imported Keras functional model, for linen and NNX.
+"""The graph of an imported Keras model, run alike by linen and NNX.
 
 A graph is a list of *nodes*, each one call of a Keras layer (a layer
 called at several nodes shares one set of weights) or of a weightless merge
@@ -14,15 +14,10 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src.linen.masking import Masking
-from flax_dense._src.ops.masking import compute_mask
-
-#: What a layer does with the Keras mask of its input.
-MASK_FLOWS = ('compute', 'propagate', 'consume', 'drop')
+from flax_dense._src.ops.masking import MASK_FLOWS
 
 #: Keras's merge layers, imported as weightless nodes of a graph.
 MERGES = (
@@ -35,6 +30,12 @@ MERGES = (
   'Multiply',
   'Subtract',
 )
+
+#: The ``keras.ops`` functions a functional model may call directly
+#: (Keras 3 records them as operations of the graph), imported as merge
+#: nodes with the option ``operation``: they broadcast, ignore masks and
+#: give none.
+OPERATIONS = ('Add', 'Maximum', 'Minimum', 'Multiply', 'Subtract')
 
 #: The lower bound of the norm in ``Dot(normalize=True)``, Keras's epsilon.
 _KERAS_EPSILON = 1e-7
@@ -51,6 +52,9 @@ class Node:
       ``Dense`` with an activation is ``nn.Dense`` then ``Activation``).
     merge: for a merge, the Keras class name; ``''`` for a layer.
     options: the merge's options, ``(('axis', -1),)`` and the like.
+    keywords: for a layer given tensors as keyword arguments, as Keras's
+      ``lstm(x, initial_state=[h, c])``: each keyword and how many of the
+      last ``inputs`` it takes, as a list (``(('initial_state', 2),)``).
   """
 
   inputs: tuple[int, ...]
@@ -58,6 +62,22 @@ class Node:
   steps: tuple[int, ...] = ()
   merge: str = ''
   options: tuple[tuple[str, Any], ...] = ()
+  keywords: tuple[tuple[str, int], ...] = ()
+
+
+def _check_flow(container: str, layers: Sequence[Any], index: int, flow: Any):
+  """Raises our own error unless ``flow`` is one ``layers[index]`` can do."""
+  if flow not in MASK_FLOWS:
+    raise ValueError(
+      f'{container}: mask_flow[{index}] must be one of {MASK_FLOWS}, got'
+      f' {flow!r}.'
+    )
+  if flow == 'compute' and not hasattr(layers[index], 'compute_mask'):
+    raise ValueError(
+      f"{container}: mask_flow[{index}] is 'compute', which only a Masking"
+      ' layer does (or another layer with a compute_mask method, such as'
+      f' Embedding), but layer {index} is a {type(layers[index]).__name__}.'
+    )
 
 
 def apply_steps(
@@ -67,12 +87,14 @@ def apply_steps(
   inputs: Any,
   mask: Any,
   call: Callable[[int, Any, Any, dict[str, Any]], Any],
+  keywords: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
   """Runs ``layers[i]`` for ``i`` in ``indices`` in turn, passing the mask.
 
-  A ``'compute'`` layer makes the mask from its inputs, ``'propagate'``
-  passes it on, ``'consume'`` gets it as ``mask=`` and ends it, ``'drop'``
-  ends it.
+  A ``'compute'`` layer makes the mask from its inputs
+  (``layer.compute_mask(inputs)``), ``'propagate'`` passes it on,
+  ``'consume'`` gets it as ``mask=`` and ends it, ``'use'`` gets it and
+  passes it on (to the first of several outputs), ``'drop'`` ends it.
 
   Args:
     layers: all the modules of the container.
@@ -82,20 +104,23 @@ def apply_steps(
     mask: the Keras mask of ``inputs``, or ``None``.
     call: ``call(index, layer, inputs, kwargs)`` applies one module, with
       ``kwargs`` holding the mask for a consuming one.
+    keywords: keyword arguments of the first module (tensors Keras passes
+      as keywords, such as ``initial_state``).
 
   Returns:
     ``(outputs, mask)`` of the last module.
   """
+  keywords = keywords or {}
   for index in indices:
     layer = layers[index]
     flow = mask_flow[index] if mask_flow is not None else 'drop'
-    kwargs = {}
-    if flow == 'consume' and mask is not None:
+    kwargs = dict(keywords) if index == indices[0] else {}
+    if flow in ('consume', 'use') and mask is not None:
       kwargs['mask'] = mask
     outputs = call(index, layer, inputs, kwargs)
     if flow == 'compute':
-      mask = compute_mask(inputs, layer.mask_value)
-    elif flow != 'propagate':
+      mask = layer.compute_mask(inputs)
+    elif flow not in ('propagate', 'use'):
       mask = None
     inputs = outputs
   return inputs, mask
@@ -179,7 +204,8 @@ def merge(
     kind: one of :data:`MERGES`.
     options: ``axis`` for ``Concatenate``, ``axes`` and ``normalize`` for
       ``Dot``; ``keras2`` for a model of Keras 2 / tf.keras, whose merges
-      ignore the masks.
+      ignore the masks; ``operation`` for a ``keras.ops`` call (one of
+      :data:`OPERATIONS`), which ignores them too.
     inputs: the tensors, ``(batch, ...)`` each, of one shape except along
       ``Concatenate``'s axis and ``Dot``'s axes.
     masks: the inputs' Keras masks (``None`` for none); Keras 3's
@@ -201,6 +227,7 @@ def merge(
   if (
     kind in ('Multiply', 'Maximum', 'Minimum')
     and not options.get('keras2', False)
+    and not options.get('operation', False)
     and masks is not None
     and any(mask is not None for mask in masks)
   ):
@@ -233,7 +260,11 @@ def merge_mask(
   (``options['keras2']``): the elementwise merges AND the masks there are;
   ``Concatenate`` keeps a step where all are kept. ``Dot`` gives none.
   """
-  if kind == 'Dot' or all(mask is None for mask in masks):
+  if (
+    kind == 'Dot'
+    or options.get('operation', False)
+    or all(mask is None for mask in masks)
+  ):
     return None
   keras2 = options.get('keras2', False)
   if kind == 'Concatenate':
@@ -266,7 +297,6 @@ def check_graph(
   nodes: Sequence[Node],
   inputs: int,
   outputs: Sequence[int],
-  masking_type: type,
 ) -> None:
   """Raises our own error unless the graph's parts fit together.
 
@@ -280,16 +310,7 @@ def check_graph(
         f' {len(value)}: {tuple(value)}.'
       )
   for index, flow in enumerate(mask_flow):
-    if flow not in MASK_FLOWS:
-      raise ValueError(
-        f'{container}: mask_flow[{index}] must be one of {MASK_FLOWS}, got'
-        f' {flow!r}.'
-      )
-    if flow == 'compute' and not isinstance(layers[index], masking_type):
-      raise ValueError(
-        f"{container}: mask_flow[{index}] is 'compute', which only a Masking"
-        f' layer does, but layer {index} is a {type(layers[index]).__name__}.'
-      )
+    _check_flow(container, layers, index, flow)
   tensors = inputs
   for index, node in enumerate(nodes):
     if not isinstance(node, Node):
@@ -350,6 +371,10 @@ def apply_graph(
       made = [merge(node.merge, options, given, given_masks)]
       made_masks = [merge_mask(node.merge, options, given, given_masks)]
     else:
+      keywords = {}
+      for keyword, count in reversed(node.keywords):
+        keywords[keyword] = given[len(given) - count :]
+        given, given_masks = given[:-count], given_masks[:-count]
       single = len(given) == 1
       value, mask = apply_steps(
         layers,
@@ -358,9 +383,12 @@ def apply_graph(
         given[0] if single else given,
         given_masks[0] if single else None,
         call,
+        keywords,
       )
       made = [value] if node.outputs == 1 else list(value)
-      made_masks = [mask] if node.outputs == 1 else [None] * node.outputs
+      # A layer of several outputs (a recurrent one's outputs and states)
+      # masks its first only, as Keras does.
+      made_masks = [mask] + [None] * (node.outputs - 1)
     if len(made) != node.outputs:
       raise ValueError(
         f'KerasFunctional: a node of layers {node.steps} gave {len(made)}'
@@ -377,112 +405,83 @@ def freeze(value: Any) -> Any:
   return tuple(value) if isinstance(value, list) else value
 
 
-class KerasFunctional(nn.Module):
-  """Runs a graph of layers on several inputs, as a Keras functional model.
-
-  The module :func:`flax_dense.from_keras` returns for a functional Keras
-  model that is not a single chain: several inputs and outputs, branches,
-  layers called at several nodes (sharing their weights), and Keras's merge
-  layers. As in Keras, a mask made by ``Masking`` flows along the graph;
-  the merges combine their inputs' masks as Keras 3 does (see
-  :func:`merge_mask`).
-
-  Example usage::
-
-    >>> import flax.linen as nn, jax, jax.numpy as jnp
-    >>> import flax_dense as fd
-    >>> from flax_dense._src.interop.keras_graph import Node
-    >>> model = fd.KerasFunctional(  # y = dense(a) + dense(b)
-    ...     layers=(nn.Dense(4),), names=('dense',), mask_flow=('propagate',),
-    ...     nodes=(Node((0,), steps=(0,)), Node((1,), steps=(0,)),
-    ...            Node((2, 3), merge='Add')),
-    ...     inputs=2, outputs=(4,))
-    >>> a, b = jnp.ones((2, 3)), jnp.zeros((2, 3))
-    >>> variables = model.init(jax.random.key(0), a, b)
-    >>> jax.tree.map(jnp.shape, variables)  # one dense, called twice
-    {'params': {'dense': {'bias': (4,), 'kernel': (3, 4)}}}
-    >>> model.apply(variables, a, b).shape
-    (2, 4)
-
-  Attributes:
-    layers: the modules, each called at one node or more.
-    names: the name of each module in the variables.
-    mask_flow: what each module does with the mask (see
-      :class:`KerasSequential`).
-    nodes: the calls (:class:`Node`), each taking earlier tensors.
-    inputs: the number of inputs, tensors ``0 .. inputs - 1``.
-    outputs: the numbers of the output tensors.
-    single_output: whether the model returns its one output itself (as a
-      Keras model built with one output tensor does) rather than a list.
-  """
-
-  layers: Sequence[nn.Module]
-  names: Sequence[str]
-  mask_flow: Sequence[str]
-  nodes: Sequence[Node]
-  inputs: int
-  outputs: Sequence[int]
-  single_output: bool = True
-
-  def __post_init__(self):
-    for field in ('layers', 'names', 'mask_flow', 'nodes', 'outputs'):
-      object.__setattr__(self, field, freeze(getattr(self, field)))
-    super().__post_init__()
-
-  @nn.compact
-  def __call__(self, *inputs: Any, deterministic: bool = True) -> Any:
-    """Applies the graph.
-
-    Args:
-      *inputs: the model's inputs, in Keras's order.
-      deterministic: passed to the layers whose ``deterministic`` field is
-        ``None``: true for inference (dropout off), false for training.
-
-    Returns:
-      The output, or the list of outputs.
-
-    Raises:
-      ValueError: for a number of inputs other than ``inputs``, or parts of
-        the graph that do not fit together.
-    """
-    check_graph(
-      'KerasFunctional',
-      self.layers,
-      self.names,
-      self.mask_flow,
-      self.nodes,
-      self.inputs,
-      self.outputs,
-      Masking,
-    )
-    check_inputs('KerasFunctional', self.inputs, inputs)
-    bound = [
-      layer.clone(parent=self, name=name)
-      for layer, name in zip(self.layers, self.names, strict=True)
-    ]
-
-    def call(index, layer, inputs, kwargs):
-      layer = bound[index]
-      if getattr(layer, 'deterministic', False) is None:
-        kwargs['deterministic'] = deterministic
-      if isinstance(inputs, list):
-        return layer(*inputs, **kwargs)
-      return layer(inputs, **kwargs)
-
-    return apply_graph(
-      self.layers,
-      self.mask_flow,
-      self.nodes,
-      self.outputs,
-      self.single_output,
-      inputs,
-      call,
-    )
-
-
 def check_inputs(container: str, expected: int, inputs: Sequence[Any]) -> None:
   if len(inputs) != expected:
     raise ValueError(
       f'{container}: the model takes {expected} inputs, as positional'
       f" arguments in the Keras model's order, got {len(inputs)}."
     )
+
+
+def check_sequential(
+  container: str,
+  layers: Sequence[Any],
+  names: Sequence[str] | None,
+  mask_flow: Sequence[str] | None,
+) -> None:
+  """Raises our own error unless ``names`` and ``mask_flow`` fit ``layers``.
+
+  Shared by the linen and NNX ``KerasSequential``.
+
+  Args:
+    container: the class name, for the messages.
+    layers: the layers, in order.
+    names: one name per layer, or ``None``.
+    mask_flow: one of :data:`MASK_FLOWS` per layer, or ``None``; only a
+      layer with a ``compute_mask`` method may be ``'compute'``.
+
+  Raises:
+    TypeError: if ``layers``, ``names`` or ``mask_flow`` is not a tuple or
+      list (of strings, for the last two).
+    ValueError: for a count that differs from the layers' or an unknown
+      flow.
+  """
+  if not isinstance(layers, tuple | list):
+    raise TypeError(
+      f'{container}: layers must be a tuple or list of modules, got'
+      f' {layers!r} of type {type(layers).__name__}.'
+    )
+  count = len(layers)
+  for field, value in (('names', names), ('mask_flow', mask_flow)):
+    if value is not None and (
+      not isinstance(value, tuple | list)
+      or not all(isinstance(entry, str) for entry in value)
+    ):
+      raise TypeError(
+        f'{container}: {field} must be None or a tuple of strings, one per'
+        f' layer, got {value!r} of type {type(value).__name__}.'
+      )
+    if value is not None and len(value) != count:
+      raise ValueError(
+        f'{container}: {field} must have one entry per layer ({count}), got'
+        f' {len(value)}: {tuple(value)}.'
+      )
+  for index, flow in enumerate(mask_flow or ()):
+    _check_flow(container, layers, index, flow)
+
+
+def chain(count: int) -> tuple[Node, ...]:
+  """The nodes of a sequential model of ``count`` layers: each layer takes
+  the tensor before it."""
+  return tuple(Node((index,), steps=(index,)) for index in range(count))
+
+
+def apply_sequential(
+  layers: Sequence[Any],
+  mask_flow: Sequence[str] | None,
+  inputs: Any,
+  call: Callable[[int, Any, Any, dict[str, Any]], Any],
+) -> Any:
+  """Runs ``layers`` in order on ``inputs``, passing the Keras mask along.
+
+  A sequential model is the graph :func:`chain`, run by
+  :func:`apply_graph`; shared by the linen and NNX ``KerasSequential``.
+
+  Returns:
+    The last layer's outputs.
+  """
+  count = len(layers)
+  flows = mask_flow if mask_flow is not None else ('drop',) * count
+  return apply_graph(
+    layers, flows, chain(count), (count,), True, [inputs], call
+  )

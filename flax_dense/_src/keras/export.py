@@ -1,6 +1,9 @@
-"""Models handed back to Keras: ``fd.to_keras_model``."""
+"""Models handed back to Keras: ``fd.to_keras_model``.
 
-import dataclasses
+Each flax_dense layer becomes the Keras layer its registry spec exports,
+with the same weights and name; masks flow as Keras's layers pass them.
+"""
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -8,186 +11,35 @@ import flax.linen as nn
 import numpy as np
 from flax import nnx
 
-from flax_dense._src.interop.to_keras import (
-  factory_call,
-  frozen_base,
-  import_keras,
-  resolve,
-)
-from flax_dense._src.linen import (
-  core,
-  dense,
-  dropout,
-  masking,
-  pooling,
-  product,
-  regularizers,
-)
-from flax_dense._src.ops.activations import KERAS_ACTIVATIONS
-from flax_dense._src.ops.regularizers import l1_l2
-from flax_dense._src.variables import CONSTANTS
+from flax_dense._src import registry
+from flax_dense._src.convert import to_linen
+from flax_dense._src.keras.host import import_keras
+from flax_dense._src.models.linen import KerasFunctional, KerasSequential
+from flax_dense._src.registry.spec import ExportedLayer
+from flax_dense._src.variables import CONSTANTS, frozen_base
 
 
-@dataclasses.dataclass(frozen=True)
-class _Layer:
-  """One flax_dense layer on its way to Keras, with its weights."""
-
-  name: str
-  module: nn.Module
-  mask_flow: str | None
-  params: Mapping[str, Any]
-  trainable: bool
-
-
-def _activation(layer: _Layer, activation: Any) -> str:
-  if activation is None:
-    return 'linear'
-  if isinstance(activation, str) and activation.lower() in KERAS_ACTIVATIONS:
-    return activation.lower()
-  raise ValueError(
-    f"to_keras_model: layer '{layer.name}' has activation {activation!r};"
-    ' Keras layers take activations by name: give it as one of'
-    f' {", ".join(sorted(KERAS_ACTIVATIONS))}.'
+def _unfrozen(module: nn.Module) -> nn.Module:
+  """The layer a frozen wrapper (``variables.frozen``) holds, else itself."""
+  base = frozen_base(type(module))
+  if base is None:
+    return module
+  return base(
+    **{
+      name: getattr(module, name)
+      for name in base.__dataclass_fields__
+      if name not in ('parent', 'name') and base.__dataclass_fields__[name].init
+    }
   )
 
 
-def _activity_regularizer(keras: Any, layer: _Layer, regularizer: Any) -> Any:
-  """Keras's ``L1L2`` for an ``fd.l1_l2`` penalty, else our own error."""
-  if regularizer is None:
-    return None
-  call = factory_call(regularizer)
-  if call is None or resolve(call['factory']) is not l1_l2:
-    raise ValueError(
-      f"to_keras_model: layer '{layer.name}' has activity_regularizer"
-      f' {regularizer!r}; Keras carries fd.l1_l2 penalties only (as'
-      ' keras.regularizers.L1L2).'
-    )
-  return keras.regularizers.L1L2(**call['arguments'])
-
-
-def _keras_layer(keras: Any, layer: _Layer) -> tuple[Any, list, tuple | None]:
-  """The Keras layer of one flax_dense layer, its weights and build shape.
-
-  Returns:
-    ``(keras_layer, weights, build_shape)``: ``weights`` in Keras's order,
-    ``build_shape`` the input shape to build it with (``None`` for a layer
-    without weights).
-  """
-  from flax_dense._src.interop import keras_layers
-
-  layers = keras.layers
-  module, name, params = layer.module, layer.name, layer.params
-  common = {'name': name, 'trainable': layer.trainable}
-  kind = frozen_base(type(module)) or type(module)
-  if kind is nn.Dense:
-    kernel = params['kernel']
-    weights = [kernel, params['bias']] if module.use_bias else [kernel]
-    made = layers.Dense(module.features, use_bias=module.use_bias, **common)
-    return made, weights, (None, kernel.shape[0])
-  if issubclass(kind, dense.PerPositionDense):
-    kernel = params['kernel']
-    positions, in_features, features = kernel.shape
-    made = layers.EinsumDense(
-      'abc,bcd->abd',
-      output_shape=(positions, features),
-      bias_axes='bd' if module.use_bias else None,
-      activation=_activation(layer, module.activation),
-      activity_regularizer=_activity_regularizer(
-        keras, layer, module.activity_regularizer
-      ),
-      **common,
-    )
-    weights = [kernel, params['bias']] if module.use_bias else [kernel]
-    return made, weights, (None, positions, in_features)
-  if issubclass(kind, product.ConstProduct):
-    kernel = params['kernel']
-    made = keras_layers.ConstProduct(
-      kernel.shape[-1], name=name, trainable=layer.trainable
-    )
-    return made, [kernel], (None, kernel.shape[-1])
-  weightless = {
-    core.Activation: lambda m: (
-      layers.Activation,
-      {'activation': _activation(layer, m.activation)},
-      not m.params or 'an Activation with params',
-    ),
-    core.Flatten: lambda m: (layers.Flatten, {'data_format': m.data_format}),
-    core.Reshape: lambda m: (
-      layers.Reshape,
-      {'target_shape': tuple(m.target_shape)},
-    ),
-    core.Permute: lambda m: (layers.Permute, {'dims': tuple(m.dims)}),
-    core.RepeatVector: lambda m: (layers.RepeatVector, {'n': m.n}),
-    masking.Masking: lambda m: (layers.Masking, {'mask_value': m.mask_value}),
-    dropout.Dropout: lambda m: (
-      layers.Dropout,
-      {'rate': m.rate, 'noise_shape': m.noise_shape},
-    ),
-    dropout.SpatialDropout1D: lambda m: (
-      layers.SpatialDropout1D,
-      {'rate': m.rate},
-      m.data_format == 'channels_last' or 'a channels_first SpatialDropout1D',
-    ),
-    dropout.SpatialDropout2D: lambda m: (
-      layers.SpatialDropout2D,
-      {'rate': m.rate, 'data_format': m.data_format},
-    ),
-    dropout.SpatialDropout3D: lambda m: (
-      layers.SpatialDropout3D,
-      {'rate': m.rate, 'data_format': m.data_format},
-    ),
-    pooling.GlobalAveragePooling1D: lambda m: (
-      layers.GlobalAveragePooling1D,
-      {'data_format': m.data_format, 'keepdims': m.keepdims},
-    ),
-    pooling.GlobalMaxPooling1D: lambda m: (
-      layers.GlobalMaxPooling1D,
-      {'data_format': m.data_format, 'keepdims': m.keepdims},
-    ),
-    regularizers.ActivityRegularization: lambda m: (
-      layers.ActivityRegularization,
-      {'l1': m.l1, 'l2': m.l2},
-    ),
-  }
-  for module_type, describe in weightless.items():
-    if issubclass(kind, module_type):
-      keras_type, arguments, *supported = describe(module)
-      if supported and supported[0] is not True:
-        _no_counterpart(layer, supported[0])
-      return keras_type(**arguments, name=name), [], None
-  return _no_counterpart(layer, f'a {kind.__name__}'), [], None
-
-
-def _no_counterpart(layer: _Layer, what: str) -> Any:
-  raise ValueError(
-    f"to_keras_model: layer '{layer.name}' is {what}, which has no Keras"
-    ' counterpart; host the module in Keras as one layer with'
-    ' fd.to_keras(module, variables) instead.'
-  )
-
-
-#: What Keras's layer does with a mask, for each flax_dense layer that
-#: passes one on or reads it (the others, Keras's too, end it): the
-#: ``mask_flow`` an imported model gives them.
-_KERAS_MASK_FLOW = {
-  'Masking': 'compute',
-  'Dense': 'propagate',
-  'Activation': 'propagate',
-  'ActivityRegularization': 'propagate',
-  'Dropout': 'propagate',
-  'SpatialDropout1D': 'propagate',
-  'SpatialDropout2D': 'propagate',
-  'SpatialDropout3D': 'propagate',
-  'GlobalAveragePooling1D': 'consume',
-}
-
-
-def _check_mask_flows(steps: Sequence[_Layer]) -> None:
+def _check_mask_flows(steps: Sequence[ExportedLayer]) -> None:
   """Raises unless the module passes masks along as Keras will."""
   live = False
   for step in steps:
-    kind = (frozen_base(type(step.module)) or type(step.module)).__name__
-    keras_flow = _KERAS_MASK_FLOW.get(kind, 'drop')
+    layer_spec = registry.linen_spec(type(step.module))
+    kind = type(step.module).__name__
+    keras_flow = 'drop' if layer_spec is None else layer_spec.flow(step.module)
     flow = step.mask_flow or 'drop'
     if kind == 'GlobalMaxPooling1D' and live and flow == 'consume':
       raise ValueError(
@@ -202,24 +54,45 @@ def _check_mask_flows(steps: Sequence[_Layer]) -> None:
         " the outputs would differ; use Keras's mask flows (as from_keras"
         ' does) or host the module with fd.to_keras.'
       )
-    live = flow in ('compute', 'propagate') and (live or flow == 'compute')
+    live = flow in ('compute', 'propagate', 'use') and (
+      live or flow == 'compute'
+    )
 
 
-def _steps(module: nn.Module, variables: Mapping[str, Any]) -> list[_Layer]:
+def _keras_layer(
+  keras: Any, layer: ExportedLayer
+) -> tuple[Any, list, tuple | None]:
+  """The Keras layer of one flax_dense layer, its weights and build shape,
+  as its registry spec exports it."""
+  layer_spec = registry.linen_spec(type(layer.module))
+  if layer_spec is None or layer_spec.keras_export is None:
+    raise layer.no_counterpart(f'a {type(layer.module).__name__}')
+  return layer_spec.keras_export(keras, layer)
+
+
+def _steps(
+  module: nn.Module, variables: Mapping[str, Any]
+) -> list[ExportedLayer]:
   """The layers of ``module`` (a sequence or one layer) with their weights."""
-  from flax_dense._src.interop.keras import KerasSequential
-
   params = variables.get('params', {})
   constants = variables.get(CONSTANTS, {})
   if not isinstance(module, KerasSequential):
     name = module.name or _snake_case(type(module).__name__)
-    return [_Layer(name, module, None, {**params, **constants}, not constants)]
+    return [
+      ExportedLayer(
+        name, _unfrozen(module), None, {**params, **constants}, not constants
+      )
+    ]
   steps = []
   for index, layer in enumerate(module.layers):
     name = module.names[index] if module.names else f'layers_{index}'
     flow = module.mask_flow[index] if module.mask_flow else None
     weights = {**params.get(name, {}), **constants.get(name, {})}
-    steps.append(_Layer(name, layer, flow, weights, name not in constants))
+    steps.append(
+      ExportedLayer(
+        name, _unfrozen(layer), flow, weights, name not in constants
+      )
+    )
   return steps
 
 
@@ -256,9 +129,9 @@ def _functional(
   params = variables.get('params', {})
   constants = variables.get(CONSTANTS, {})
   steps = [
-    _Layer(
+    ExportedLayer(
       layer_name,
-      layer,
+      _unfrozen(layer),
       flow,
       {**params.get(layer_name, {}), **constants.get(layer_name, {})},
       layer_name not in constants,
@@ -273,7 +146,9 @@ def _functional(
   for index, node in enumerate(module.nodes):
     value = [tensors[i] for i in node.inputs]
     value = value if len(value) > 1 else value[0]
-    if node.merge:
+    if dict(node.options).get('operation'):
+      value = getattr(keras.ops, node.merge.lower())(*value)
+    elif node.merge:
       merge = getattr(keras.layers, node.merge)
       value = merge(**dict(node.options), name=f'merge_{index}')(value)
     for step in node.steps:
@@ -371,8 +246,6 @@ def to_keras_model(
         'to_keras_model: an NNX module holds its own weights; call'
         ' to_keras_model(model) without variables.'
       )
-    from flax_dense._src.nnx.convert import to_linen
-
     module, variables = to_linen(module)
   if not isinstance(module, nn.Module):
     raise TypeError(
@@ -384,7 +257,9 @@ def to_keras_model(
       'to_keras_model: a linen module needs its variables, the mapping'
       f' module.init returns; got {type(variables).__name__}.'
     )
-  from flax_dense._src.interop.keras_graph import KerasFunctional
+  # Imported here: it imports Keras (which import_keras checked above) and
+  # registers the package's own Keras layers, which some specs export to.
+  from flax_dense._src.keras import objects  # noqa: F401
 
   unboxed: dict[str, Any] = nn.meta.unbox(dict(variables))
   if isinstance(module, KerasFunctional):

@@ -1,1 +1,0 @@
-"""Keras interop: weights, model import."""
