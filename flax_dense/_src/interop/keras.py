@@ -5,16 +5,19 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flax_dense._src import checks
 from flax_dense._src.interop import keras_h5
 from flax_dense._src.interop.keras_graph import (
   MASK_FLOWS,
   MERGES,
+  OPERATIONS,
   KerasFunctional,
   Node,
   apply_steps,
@@ -904,9 +907,32 @@ def _converter(layer: _Layer) -> _Converter:
   return converter
 
 
+def _built_in_steps(converter: _Converter, layer: _Layer) -> list[_Step]:
+  """A built-in converter's steps; a config it cannot read is our error.
+
+  A file's config may hold a value of the wrong type or lack a key Keras
+  always writes; the module's own checks or the converter fail then.
+  """
+  try:
+    return converter.convert(layer)
+  except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+    message = str(error)
+    if message.startswith('from_keras:'):
+      raise
+    kind = TypeError if isinstance(error, TypeError) else ValueError
+    raise kind(
+      f'from_keras: {layer.describe()} has a config that flax_dense cannot'
+      f' import ({type(error).__name__}: {message})'
+    ) from None
+
+
 def _convert(layer: _Layer, trainable: bool) -> list[_Step]:
   """The steps of one Keras layer, frozen ones wrapped to use constants."""
-  steps = _converter(layer).convert(layer)
+  converter = _converter(layer)
+  if converter.becomes == 'registered':
+    steps = converter.convert(layer)
+  else:
+    steps = _built_in_steps(converter, layer)
   regularization = _regularization(layer)
   if regularization is not None:
     name = f'{layer.name}_activity_regularizer' if steps else layer.name
@@ -962,8 +988,10 @@ def _tensors(value: Any) -> list[tuple[str, int, int]]:
   """The ``(layer, node, tensor)`` references in a Keras 3 call's args."""
   if isinstance(value, dict):
     if value.get('class_name') == '__keras_tensor__':
-      layer, node, tensor = value['config']['keras_history']
-      return [(layer, node, tensor)]
+      history = value['config']['keras_history']
+      if not keras_h5.is_reference(history):
+        raise ValueError(f'has a tensor reference {history!r:.60}')
+      return [tuple(history[:3])]
     return [ref for item in value.values() for ref in _tensors(item)]
   if isinstance(value, list | tuple):
     return [ref for item in value for ref in _tensors(item)]
@@ -980,22 +1008,43 @@ def _inbound(node: Any) -> list[tuple[str, int, int]]:
   ...]``.
   """
   if isinstance(node, dict):
-    kwargs = {k: v for k, v in node.get('kwargs', {}).items() if k != 'mask'}
+    kwargs = node.get('kwargs', {})
+    if not isinstance(kwargs, dict):
+      raise ValueError(f'has kwargs {kwargs!r:.60}, not an object')
+    kwargs = {k: v for k, v in kwargs.items() if k != 'mask'}
     refs = _tensors(node.get('args', []))
     if _tensors(kwargs):
       raise ValueError('takes tensors as keyword arguments')
     return refs
+  if not isinstance(node, list | tuple) or not all(
+    map(keras_h5.is_reference, node)
+  ):
+    raise ValueError(
+      f'has an inbound node {node!r:.60}, not a list of [layer, node,'
+      ' tensor] references'
+    )
   return [(ref[0], ref[1], ref[2]) for ref in node]
 
 
 def _endpoints(value: Any) -> tuple[list[tuple[str, int, int]], bool]:
   """``input_layers`` / ``output_layers``: references, and whether single."""
-  if isinstance(value, list) and value and isinstance(value[0], str):
-    return [tuple(value)], True
+  if keras_h5.is_reference(value):
+    return [tuple(value[:3])], True
   if isinstance(value, dict):
     refs = _tensors(value)
-    return refs, False
-  return [tuple(ref) for ref in value], False
+    if refs:
+      return refs, False
+    value = list(value.values())
+  if (
+    not isinstance(value, list | tuple)
+    or not value
+    or not all(map(keras_h5.is_reference, value))
+  ):
+    raise ValueError(
+      f'has inputs or outputs {value!r:.60}, not a non-empty list of'
+      ' [layer, node, tensor] references'
+    )
+  return [tuple(ref[:3]) for ref in value], False
 
 
 @dataclasses.dataclass
@@ -1009,12 +1058,27 @@ class _Model:
   trainable: dict[str, bool]
   source: str
   keras3: bool
+  #: The ``keras.ops`` calls of the graph, by name: ``'module.Class'``.
+  operations: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _input_shape(config: dict[str, Any]) -> tuple[int, ...] | None:
-  """The per-example shape an InputLayer (or first layer) config gives."""
+def _input_shape(config: dict[str, Any], where: str) -> tuple[int, ...] | None:
+  """The per-example shape an InputLayer (or first layer) config gives.
+
+  Raises:
+    ValueError: naming ``where``, for a shape that is not a list of sizes.
+  """
   shape = config.get('batch_shape') or config.get('batch_input_shape')
-  if not shape or any(size is None for size in shape[1:]):
+  if not shape:
+    return None
+  if not isinstance(shape, list | tuple) or not all(
+    size is None or (checks.is_int(size) and size > 0) for size in shape
+  ):
+    raise ValueError(
+      f'from_keras: {where} gives the input shape {shape!r:.60}, not a list'
+      ' of sizes (null for any).'
+    )
+  if any(size is None for size in shape[1:]):
     return None
   return tuple(shape[1:])
 
@@ -1026,6 +1090,41 @@ def _abstract(shape: tuple[int, ...] | None) -> Any:
   return jax.ShapeDtypeStruct((1, *shape), jnp.float32)
 
 
+def _abstract_outputs(
+  layer: _Layer, run: Callable[..., Any], given: Sequence[Any]
+) -> Any:
+  """``jax.eval_shape(run, *given)``, a layer's failure as our own error.
+
+  Weights that do not fit the inputs the config gives fail here, in the
+  layer's own checks or in Flax's (``ScopeParamShapeError``).
+  """
+  try:
+    return jax.eval_shape(run, *given)
+  except (TypeError, ValueError, flax.errors.FlaxError) as error:
+    raise ValueError(
+      f'from_keras: {layer.describe()} cannot take inputs of shapes'
+      f' {[tuple(x.shape[1:]) for x in given]} (per example) with its'
+      f' weights {[tuple(w.shape) for w in layer.weights]}:'
+      f' {str(error).splitlines()[0]}'
+    ) from None
+
+
+def _check_weights_used(model: _Model, used: set[str]) -> None:
+  """Fails unless every layer holding weights gave them to the model."""
+  unused = [
+    name
+    for name, layer in model.layers.items()
+    if layer.weights and name not in used
+  ]
+  if unused:
+    raise ValueError(
+      f'from_keras: the weights of the layers {unused} of {model.source}'
+      ' would be dropped: no output of the model depends on them, or their'
+      ' layer class takes no weights; the model is damaged, or register a'
+      ' converter for such a layer (fd.register_keras_layer).'
+    )
+
+
 def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
   """The linen module of ``model`` and its variables.
 
@@ -1034,6 +1133,7 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
   not always tell its input's.
   """
   steps_of: dict[str, tuple[int, ...]] = {}
+  used: set[str] = set()
   modules, names, flows = [], [], []
   variables: dict[str, dict[str, Any]] = {}
 
@@ -1046,6 +1146,8 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
         )
       indices = []
       for step in _convert(layer, model.trainable[layer_name]):
+        if step.variables:
+          used.add(layer_name)
         if step.name in names:
           raise ValueError(
             f'from_keras: two layers of {model.source} would be named'
@@ -1087,14 +1189,7 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
       )
       return outputs
 
-    try:
-      return jax.eval_shape(run, *given)
-    except (TypeError, ValueError) as error:  # the layer's own checks
-      raise ValueError(
-        f'from_keras: {model.layers[layer_name].describe()} cannot take'
-        f' inputs of shapes {[tuple(x.shape[1:]) for x in given]} (per'
-        f' example): {error}'
-      ) from None
+    return _abstract_outputs(model.layers[layer_name], run, given)
 
   config = model.config
   if model.class_name == 'Sequential':
@@ -1105,14 +1200,21 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
     ]
     entries = list(model.layers.values())
     current = _abstract(
-      _input_shape(entries[0].config) if entries else None
+      _input_shape(entries[0].config, entries[0].describe())
+      if entries
+      else None
     ) or _abstract(
-      _input_shape({'batch_shape': config.get('build_input_shape')})
+      _input_shape(
+        {'batch_shape': config.get('build_input_shape')}, model.source
+      )
     )
     for name in order:
+      if name in model.operations:
+        _operation(model, name, 0)
       _check_no_merge(model, name)
       indices = steps(name, [current])
       current = shapes_after(name, indices, [current])
+    _check_weights_used(model, used)
     module = KerasSequential(tuple(modules), tuple(names), tuple(flows))
     return module, variables
   # A functional graph: nodes resolved once their inputs are.
@@ -1147,7 +1249,10 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
   }
   count = len(inputs)
   shapes = [
-    _abstract(_input_shape(model.layers[name].config)) for name, _, _ in inputs
+    _abstract(
+      _input_shape(model.layers[name].config, model.layers[name].describe())
+    )
+    for name, _, _ in inputs
   ]
   nodes = []
   while pending:
@@ -1173,20 +1278,24 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
       made = max([0, *uses]) + 1
       node_inputs = tuple(tensor_of[ref] for ref in refs)
       given = [shapes[t] for t in node_inputs]
-      if layer.class_name in MERGES:
+      if name in model.operations or layer.class_name in MERGES:
+        _check_made(layer, made, 1)
         nodes.append(
           Node(
             node_inputs,
             merge=layer.class_name,
-            options=_merge(layer, model.keras3),
+            options=_operation(model, name, node_index)
+            if name in model.operations
+            else _merge(layer, model.keras3),
           )
         )
         options = dict(nodes[-1].options)
         made_shapes = (
           [
-            jax.eval_shape(
+            _abstract_outputs(
+              layer,
               lambda *x, o=options, k=layer.class_name: merge(k, o, x),
-              *given,
+              given,
             )
           ]
           if None not in given
@@ -1199,8 +1308,9 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
         made_shapes = (
           ([out] if not isinstance(out, list | tuple) else list(out))
           if out is not None
-          else [None] * made
+          else [None] * _check_made(layer, made, _MAX_OUTPUTS)
         )
+        _check_made(layer, made, len(made_shapes))
       shapes += (made_shapes + [None] * made)[:made]
       for tensor in range(made):
         tensor_of[(name, node_index, tensor)] = count + tensor
@@ -1211,6 +1321,7 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
       f'from_keras: the outputs {missing} of {model.source} are made by no'
       ' layer of the model.'
     )
+  _check_weights_used(model, used)
   output_ids = tuple(tensor_of[ref] for ref in outputs)
   chain = (
     len(inputs) == 1
@@ -1235,6 +1346,55 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
       single,
     )
   return module, variables
+
+
+#: The most outputs a layer is taken to make when its inputs' shapes are
+#: unknown (so its outputs' too): a reference beyond is a damaged config.
+_MAX_OUTPUTS = 64
+
+
+def _check_made(layer: _Layer, used: int, makes: int) -> int:
+  """``used``, or our error when the model takes more outputs than made."""
+  if used > makes:
+    raise ValueError(
+      f'from_keras: the model takes output {used - 1} of {layer.describe()},'
+      f' which makes {makes}.'
+    )
+  return used
+
+
+def _operation(model: _Model, name: str, node_index: int) -> tuple:
+  """The merge options of a covered ``keras.ops`` call, else our error.
+
+  Covered: ``keras.ops.add``, ``subtract``, ``multiply``, ``maximum`` and
+  ``minimum`` of two tensors, called with nothing else.
+  """
+  operation = model.operations[name]
+  class_name = operation.rpartition('.')[2]
+  entry = next(e for e in model.config['layers'] if _entry_name(e) == name)
+  nodes = entry.get('inbound_nodes')
+  node = nodes[node_index] if isinstance(nodes, list | tuple) else {}
+  node = node if isinstance(node, dict) else {}
+  args = node.get('args')
+  if (
+    model.class_name != 'Sequential'
+    and class_name in OPERATIONS
+    and isinstance(args, list | tuple)
+    and len(args) == 2
+    and all(
+      isinstance(arg, dict) and arg.get('class_name') == '__keras_tensor__'
+      for arg in args
+    )
+    and not node.get('kwargs')
+  ):
+    return (('operation', True),)
+  raise ValueError(
+    f"from_keras: {model.source} calls the Keras operation '{name}'"
+    f' ({operation}) directly; flax_dense imports only'
+    ' keras.ops.add, subtract, multiply, maximum and minimum of two'
+    ' tensors. Use a Keras layer for it (keras.layers.Add and the like),'
+    ' or rebuild that part of the model in Flax.'
+  )
 
 
 def _check_no_merge(model: _Model, name: str) -> None:
@@ -1268,6 +1428,11 @@ def _entry_name(entry: dict[str, Any]) -> str:
   return entry.get('name') or entry.get('config', {}).get('name')
 
 
+def _operation_path(entry: dict[str, Any]) -> str:
+  """``'module.Class'`` of a ``keras.ops`` entry of a config, for messages."""
+  return f'{entry.get("module")}.{entry.get("class_name")}'
+
+
 def _nested_model_error(source: str, entry: dict[str, Any]) -> ValueError:
   return ValueError(
     f"from_keras: layer '{_entry_name(entry)}' of {source} is a"
@@ -1289,23 +1454,22 @@ def _from_h5(path: str) -> _Model:
       f'from_keras: {path!r} holds a {class_name!r}, not a Keras'
       ' Sequential or functional model.'
     )
-  layers, trainable = {}, {}
+  layers, trainable, operations = {}, {}, {}
   for entry in _layer_entries(model_config):
     name = _entry_name(entry)
     if entry.get('class_name') in _MODEL_CLASSES:
       raise _nested_model_error(source, entry)
-    config = entry.get('config', {})
-    layer_class = entry.get('class_name')
-    if not isinstance(layer_class, str):
-      raise ValueError(
-        f"from_keras: layer '{name}' of {source} has no class_name in the"
-        f' model config (got {layer_class!r}); the file is damaged or not'
-        ' written by Keras.'
-      )
+    config = entry['config']  # read_model checked the entries' types
     layers[name] = _Layer(
-      layer_class, name, config, weights.get(name, []), source
+      entry['class_name'], name, config, weights.get(name, []), source
     )
-    trainable[name] = bool(config.get('trainable', True))
+    if str(entry.get('module')).startswith(('keras.src.ops.', 'keras.ops.')):
+      operations[name] = _operation_path(entry)
+    trainable[name] = checks.check_bool(
+      config.get('trainable', True),
+      f"from_keras: layer '{name}' of {source}",
+      'trainable',
+    )
   return _Model(
     model_config.get('config', {}).get('name', path),
     class_name,
@@ -1315,6 +1479,7 @@ def _from_h5(path: str) -> _Model:
     source,
     # Keras 3 also writes .h5 files, in its own config spelling and rules.
     keras3=version.startswith('3'),
+    operations=operations,
   )
 
 
@@ -1363,6 +1528,7 @@ def _from_live(keras: Any, model: Any) -> _Model:
     )
     flags = {w.trainable for w in layer.weights}
     if len(flags) > 1 and record.class_name not in _REGISTERED:
+      _converter(record)  # an uncovered layer gets the advice all such get
       raise _error(
         record,
         'mixes trainable and non-trainable weights, which no covered layer'
@@ -1371,8 +1537,24 @@ def _from_live(keras: Any, model: Any) -> _Model:
     layers[layer.name] = record
     trainable[layer.name] = flags != {False} and layer.trainable
   class_name = 'Sequential' if isinstance(model, keras.Sequential) else 'Model'
+  # Keras 3 records a keras.ops call on the graph's tensors as an operation,
+  # listed with the layers in the config but not in model.layers.
+  operations = {}
+  for entry in config.get('layers', []) if class_name == 'Model' else []:
+    name = _entry_name(entry)
+    if name not in layers:
+      layers[name] = _Layer(entry['class_name'], name, {}, [], source)
+      trainable[name] = False
+      operations[name] = _operation_path(entry)
   return _Model(
-    model.name, class_name, config, layers, trainable, source, keras3=True
+    model.name,
+    class_name,
+    config,
+    layers,
+    trainable,
+    source,
+    keras3=True,
+    operations=operations,
   )
 
 

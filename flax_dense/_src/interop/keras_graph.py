@@ -36,6 +36,12 @@ MERGES = (
   'Subtract',
 )
 
+#: The ``keras.ops`` functions a functional model may call directly
+#: (Keras 3 records them as operations of the graph), imported as merge
+#: nodes with the option ``operation``: they broadcast, ignore masks and
+#: give none.
+OPERATIONS = ('Add', 'Maximum', 'Minimum', 'Multiply', 'Subtract')
+
 #: The lower bound of the norm in ``Dot(normalize=True)``, Keras's epsilon.
 _KERAS_EPSILON = 1e-7
 
@@ -179,7 +185,8 @@ def merge(
     kind: one of :data:`MERGES`.
     options: ``axis`` for ``Concatenate``, ``axes`` and ``normalize`` for
       ``Dot``; ``keras2`` for a model of Keras 2 / tf.keras, whose merges
-      ignore the masks.
+      ignore the masks; ``operation`` for a ``keras.ops`` call (one of
+      :data:`OPERATIONS`), which ignores them too.
     inputs: the tensors, ``(batch, ...)`` each, of one shape except along
       ``Concatenate``'s axis and ``Dot``'s axes.
     masks: the inputs' Keras masks (``None`` for none); Keras 3's
@@ -201,6 +208,7 @@ def merge(
   if (
     kind in ('Multiply', 'Maximum', 'Minimum')
     and not options.get('keras2', False)
+    and not options.get('operation', False)
     and masks is not None
     and any(mask is not None for mask in masks)
   ):
@@ -233,7 +241,11 @@ def merge_mask(
   (``options['keras2']``): the elementwise merges AND the masks there are;
   ``Concatenate`` keeps a step where all are kept. ``Dot`` gives none.
   """
-  if kind == 'Dot' or all(mask is None for mask in masks):
+  if (
+    kind == 'Dot'
+    or options.get('operation', False)
+    or all(mask is None for mask in masks)
+  ):
     return None
   keras2 = options.get('keras2', False)
   if kind == 'Concatenate':

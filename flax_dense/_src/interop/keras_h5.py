@@ -82,6 +82,11 @@ def _guarded(path: str, caller: str, read: Callable[[], Any]) -> Any:
   """``read()``, with h5py's errors on a damaged file turned into ours."""
   try:
     return read()
+  except UnicodeDecodeError as error:
+    raise ValueError(
+      f'{caller}: {path!r} holds text that is not UTF-8 ({error}); the file'
+      ' is damaged or not written by Keras.'
+    ) from None
   except (OSError, KeyError, RuntimeError) as error:
     raise ValueError(
       f'{caller}: cannot read {path!r}, the HDF5 file is corrupt or not'
@@ -119,9 +124,17 @@ def _keras2_weights(group: Any, path: str, caller: str) -> Weights:
           f'{caller}: {path!r}: layer {layer!r} lists weight {weight!r}'
           ' but the file holds no such dataset; the file is damaged.'
         )
-      arrays.append(np.asarray(layer_group[weight]))
+      arrays.append(_native(layer_group[weight]))
     weights[layer] = arrays
   return weights
+
+
+def _native(dataset: Any) -> np.ndarray:
+  """A stored array in the machine's byte order (HDF5 keeps the writer's)."""
+  array = np.asarray(dataset)
+  if array.dtype.isnative:
+    return array
+  return array.astype(array.dtype.newbyteorder('='))
 
 
 def _is_keras3_weights(file: Any) -> bool:
@@ -137,7 +150,7 @@ def _keras3_vars(group: Any) -> list[np.ndarray]:
   arrays = []
   if 'vars' in group:
     variables = group['vars']
-    arrays += [np.asarray(variables[str(i)]) for i in range(len(variables))]
+    arrays += [_native(variables[str(i)]) for i in range(len(variables))]
   for key in sorted(group):
     if key != 'vars' and isinstance(group[key], _h5py().Group):
       arrays += _keras3_vars(group[key])
@@ -158,6 +171,133 @@ def _keras3_weights(file: Any) -> Weights:
 
 # ---------------------------------------------------------------------------
 # Weights against their layer's config.
+
+
+def _json_type(value: Any) -> str:
+  """The JSON name of a parsed value's type, for messages."""
+  for kind, name in (
+    (bool, 'boolean'),
+    (dict, 'object'),
+    (list, 'list'),
+    (str, 'string'),
+    (int | float, 'number'),
+  ):
+    if isinstance(value, kind):
+      return name
+  return 'null'
+
+
+def is_reference(value: Any) -> bool:
+  """Whether ``value`` is a Keras 2 tensor reference ``[layer, node, i]``.
+
+  A fourth item, the call's keyword arguments, may follow.
+  """
+  return (
+    isinstance(value, list | tuple)
+    and len(value) in (3, 4)
+    and isinstance(value[0], str)
+    and all(checks.is_int(index) and index >= 0 for index in value[1:3])
+  )
+
+
+def _endpoint_references(value: Any) -> list[Any] | None:
+  """``input_layers``/``output_layers`` as a list of references, or None.
+
+  Keras writes one reference for a single tensor, a list of them, or (Keras
+  3, for inputs given by name) an object of them.
+  """
+  if is_reference(value):
+    return [value]
+  if isinstance(value, dict):
+    value = list(value.values())
+  if isinstance(value, list) and value and all(map(is_reference, value)):
+    return value
+  return None
+
+
+def check_model_config(model_config: Any, path: str, caller: str) -> list[str]:
+  """The layer names of a model config, checked for the shape Keras writes.
+
+  Args:
+    model_config: the parsed ``model_config`` JSON of an ``.h5`` file.
+    path: the file, for messages.
+    caller: the public function, for messages.
+
+  Returns:
+    The name of each entry of ``config['layers']``, in order.
+
+  Raises:
+    ValueError: naming the file, for a value of the wrong JSON type at any
+      level Keras writes, no layers or only an ``InputLayer``, a layer
+      without a name or a ``class_name``, two layers of one name, or (a
+      functional model) ``input_layers``/``output_layers`` that are not
+      ``[layer, node, tensor]`` references to its layers.
+  """
+
+  def damaged(what: str) -> ValueError:
+    return ValueError(
+      f'{caller}: {path!r}: the model_config {what}; the file is damaged or'
+      ' not written by Keras.'
+    )
+
+  if not isinstance(model_config, dict):
+    raise damaged(
+      f'is a JSON {_json_type(model_config)}, not an object with'
+      ' class_name and config'
+    )
+  class_name = model_config.get('class_name')
+  if not isinstance(class_name, str):
+    raise damaged(f'has class_name {class_name!r}, not a string')
+  config = model_config.get('config')
+  if not isinstance(config, dict):
+    raise damaged(f'has config {_json_type(config)}, not an object')
+  layers = config.get('layers')
+  if not isinstance(layers, list) or not layers:
+    raise damaged(
+      f'has layers {layers!r:.60}, not a non-empty list of layer objects'
+    )
+  names = []
+  for index, entry in enumerate(layers):
+    if not isinstance(entry, dict):
+      raise damaged(f'has layer {index} a JSON {_json_type(entry)}')
+    layer_config = entry.get('config')
+    name = entry.get('name')
+    if name is None and isinstance(layer_config, dict):
+      name = layer_config.get('name')
+    if not isinstance(name, str) or not name:
+      raise damaged(f'has layer {index} without a name (got {name!r:.60})')
+    layer_class = entry.get('class_name')
+    if not isinstance(layer_class, str):
+      raise ValueError(
+        f"{caller}: layer '{name}' of file {path!r} has no class_name in"
+        f' the model config (got {layer_class!r:.60}); the file is damaged'
+        ' or not written by Keras.'
+      )
+    if not isinstance(layer_config, dict):
+      raise damaged(
+        f"has layer '{name}' with config {_json_type(layer_config)}, not an"
+        ' object'
+      )
+    if name in names:
+      raise damaged(
+        f"has two layers named '{name}' (layers {names.index(name)} and"
+        f' {index}); Keras names each layer once'
+      )
+    names.append(name)
+  if all(entry['class_name'] == 'InputLayer' for entry in layers):
+    raise damaged('has no layer but its InputLayer')
+  if class_name != 'Sequential':
+    for key in ('input_layers', 'output_layers'):
+      refs = _endpoint_references(config.get(key))
+      if refs is None:
+        raise damaged(
+          f'has {key} {config.get(key)!r:.60}, not a non-empty list of'
+          ' [layer, node, tensor] references'
+        )
+      unknown = [ref[0] for ref in refs if ref[0] not in names]
+      if unknown:
+        raise damaged(f'has {key} naming no layer of the model: {unknown}')
+  return names
 
 
 def _layer_configs(model_config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -256,7 +396,7 @@ def _check_locally_connected_1d(caller, path, name, config, weights) -> None:
       config.get('filters'),
       config.get('data_format') or 'channels_last',
     )
-  except ValueError as error:
+  except (TypeError, ValueError) as error:
     raise ValueError(
       f'{caller}: {path!r}: the weights of {layer} layer {name!r}'
       f' have shapes {[tuple(w.shape) for w in weights]}, which do not fit'
@@ -269,15 +409,16 @@ def _check_locally_connected_1d(caller, path, name, config, weights) -> None:
 
 
 def _check_weights(
-  caller: str, path: str, layer: dict[str, Any], weights
+  caller: str, path: str, name: str, layer: dict[str, Any], weights
 ) -> None:
   """Raises our own error when weights disagree with their layer's config."""
   class_name = layer.get('class_name')
   config = layer.get('config', {})
-  name = config.get('name')
   if class_name == 'TimeDistributed' and isinstance(config.get('layer'), dict):
     inner = config['layer']
-    class_name, config = inner.get('class_name'), inner.get('config', {})
+    class_name, config = inner.get('class_name'), inner.get('config')
+  if not isinstance(config, dict):
+    return  # the layer's converter names what is wrong
   check = {
     'Dense': _check_dense,
     'LocallyConnected1D': _check_locally_connected_1d,
@@ -366,10 +507,17 @@ def read_model(
       return model_config, weights, version
 
     model_config, weights, version = _guarded(path, caller, read)
-  for layer in _layer_configs(model_config):
-    name = layer.get('config', {}).get('name')
+  names = check_model_config(model_config, path, caller)
+  unknown = [name for name, arrays in weights.items() if arrays]
+  unknown = [name for name in unknown if name not in names]
+  if unknown:
+    raise ValueError(
+      f'{caller}: {path!r} holds weights for the layers {unknown}, which its'
+      ' model_config does not have; the file is damaged.'
+    )
+  for layer, name in zip(_layer_configs(model_config), names, strict=True):
     if name in weights:
-      _check_weights(caller, path, layer, weights[name])
+      _check_weights(caller, path, name, layer, weights[name])
   return model_config, weights, version
 
 

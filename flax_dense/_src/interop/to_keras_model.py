@@ -273,7 +273,9 @@ def _functional(
   for index, node in enumerate(module.nodes):
     value = [tensors[i] for i in node.inputs]
     value = value if len(value) > 1 else value[0]
-    if node.merge:
+    if dict(node.options).get('operation'):
+      value = getattr(keras.ops, node.merge.lower())(*value)
+    elif node.merge:
       merge = getattr(keras.layers, node.merge)
       value = merge(**dict(node.options), name=f'merge_{index}')(value)
     for step in node.steps:
