@@ -343,6 +343,9 @@ class KerasSequential(nn.Module):
     check_sequential(
       'KerasSequential', self.layers, self.names, self.mask_flow, Masking
     )
+    deterministic = checks.check_bool(
+      deterministic, 'KerasSequential', 'deterministic'
+    )
 
     def call(index, layer, inputs, kwargs):
       if self.names is not None:
@@ -1373,7 +1376,11 @@ def _operation(model: _Model, name: str, node_index: int) -> tuple:
   class_name = operation.rpartition('.')[2]
   entry = next(e for e in model.config['layers'] if _entry_name(e) == name)
   nodes = entry.get('inbound_nodes')
-  node = nodes[node_index] if isinstance(nodes, list | tuple) else {}
+  node = (
+    nodes[node_index]
+    if isinstance(nodes, list | tuple) and node_index < len(nodes)
+    else {}
+  )
   node = node if isinstance(node, dict) else {}
   args = node.get('args')
   if (

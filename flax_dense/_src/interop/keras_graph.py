@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_dense._src import checks
 from flax_dense._src.linen.masking import Masking
 from flax_dense._src.ops.masking import compute_mask
 
@@ -468,6 +469,10 @@ class KerasFunctional(nn.Module):
       Masking,
     )
     check_inputs('KerasFunctional', self.inputs, inputs)
+    checks.check_bool(self.single_output, 'KerasFunctional', 'single_output')
+    deterministic = checks.check_bool(
+      deterministic, 'KerasFunctional', 'deterministic'
+    )
     bound = [
       layer.clone(parent=self, name=name)
       for layer, name in zip(self.layers, self.names, strict=True)

@@ -13,6 +13,7 @@ os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import keras  # noqa: E402
 
+from flax_dense._src import checks  # noqa: E402
 from flax_dense._src.interop import to_keras as hosting  # noqa: E402
 from flax_dense._src.variables import CONSTANTS, collect_losses  # noqa: E402
 
@@ -27,8 +28,11 @@ class FlaxModule(keras.layers.Layer):
   directly only by ``from_config`` when a ``.keras`` file is loaded.
 
   Args:
-    module: the module as :func:`~flax_dense._src.interop.to_keras.
-      module_to_config` writes it.
+    module: the linen module (from ``to_keras``), or the module as
+      :func:`~flax_dense._src.interop.to_keras.module_to_config` writes it
+      (from a ``.keras`` file). A module is written so only by
+      ``get_config``, when a ``.keras`` file is saved: any module can be
+      hosted and trained, and only saving needs its class importable.
     variables: one entry per weight: ``collection``, ``path``, ``shape``,
       ``dtype``. The weights start at zero; ``to_keras`` or Keras's loader
       assigns their values.
@@ -39,18 +43,22 @@ class FlaxModule(keras.layers.Layer):
 
   def __init__(
     self,
-    module: dict[str, Any],
+    module: Any,
     variables: list[dict[str, Any]],
     seed: int | None = None,
     rng_collections: list[str] | tuple[str, ...] = ('dropout',),
     **kwargs: Any,
   ):
     super().__init__(**kwargs)
-    self._module_config = module
+    if isinstance(module, dict):
+      self._module_config = module
+      module = hosting.module_from_config(module, _trusted())
+    else:
+      self._module_config = None
     self._specs = [dict(spec) for spec in variables]
     self._seed = seed
     self._rng_collections = tuple(rng_collections)
-    self.module = hosting.module_from_config(module, _trusted())
+    self.module = module
     self.seed_generator = keras.random.SeedGenerator(seed)
     weights = []
     with keras.name_scope(self.name, caller=self):
@@ -84,7 +92,9 @@ class FlaxModule(keras.layers.Layer):
     self.built = True
 
   def call(self, inputs: Any, training: bool | None = None) -> Any:
-    training = bool(training)
+    training = training is not None and checks.check_bool(
+      training, f"FlaxModule '{self.name}'", 'training'
+    )
     variables = hosting.nest_variables(
       self._specs, [variable.value for variable in self.flax_variables]
     )
@@ -108,7 +118,8 @@ class FlaxModule(keras.layers.Layer):
   def get_config(self) -> dict[str, Any]:
     return {
       **super().get_config(),
-      'module': self._module_config,
+      'module': self._module_config
+      or hosting.module_to_config(self.module, f"layer '{self.name}': module"),
       'variables': self._specs,
       'seed': self._seed,
       'rng_collections': list(self._rng_collections),

@@ -228,9 +228,12 @@ def module_to_config(module: nn.Module, where: str = 'module') -> dict:
   path = _import_path(module_type)
   if path is None:
     raise ValueError(
-      f'to_keras: {where} is a {module_type.__qualname__}, a class that'
-      ' cannot be imported by name, so a .keras file could not rebuild it;'
-      ' define it at the top level of an importable module.'
+      f'to_keras: {where} is a {module_type.__module__}.'
+      f'{module_type.__qualname__}, a class that cannot be imported by name'
+      ' (defined inside a function, or replaced since), so a .keras file'
+      ' could not rebuild it; define the class at the top level of an'
+      ' importable module to save the model, or save its weights alone'
+      ' (model.save_weights).'
     )
   fields = {}
   for field in dataclasses.fields(module):
@@ -458,9 +461,12 @@ def to_keras(
   ``losses`` (activity penalties) are added with ``add_loss``, so
   ``model.fit`` minimises what Keras would. TensorFlow is not needed.
 
-  The module is saved in ``.keras`` files by its class and fields (see
-  :func:`module_to_config`); this is checked here, so a module that could
-  not be saved fails now, before any file exists.
+  Any linen module can be hosted, trained and called. A ``.keras`` file
+  saves it by its class and fields (see :func:`module_to_config`), so
+  ``model.save('x.keras')`` needs its class importable by name (defined at
+  the top level of a module) and fields that are JSON data, modules,
+  dtypes or named functions; saving fails otherwise, naming the class or
+  field and what to do.
   ``keras.models.load_model`` needs the classes registered: import
   ``flax_dense`` and call :func:`keras_custom_objects` first (or pass it as
   ``custom_objects=``); a file naming classes outside
@@ -504,8 +510,7 @@ def to_keras(
     TypeError: for a module that is neither linen nor NNX, or variables
       that are not a mapping.
     ValueError: for variables given with an NNX module or missing for a
-      linen one, a collection other than ``params`` and ``constants``, or a
-      module that a ``.keras`` file could not rebuild (naming the field).
+      linen one, or a collection other than ``params`` and ``constants``.
       Variables that do not fit the module's inputs raise when the layer is
       first called (built), naming each weight that differs.
   """
@@ -530,12 +535,11 @@ def to_keras(
       ' module.init(key, sample_inputs)).'
     )
   specs = variable_specs(variables)
-  config = module_to_config(module)
   del keras
   from flax_dense._src.interop import keras_layers
 
   layer = keras_layers.FlaxModule(
-    module=config,
+    module=module,
     variables=[{k: v for k, v in s.items() if k != 'value'} for s in specs],
     seed=seed,
     rng_collections=list(rng_collections),
