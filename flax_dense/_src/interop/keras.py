@@ -1163,6 +1163,8 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
         names.append(step.name)
         flows.append(step.mask_flow)
       steps_of[layer_name] = tuple(indices)
+      if layer.weights and layer_name not in used:
+        _check_weights_used(model, {*model.layers} - {layer_name})
     return steps_of[layer_name]
 
   def shapes_after(layer_name: str, indices, given: list[Any]) -> Any:
