@@ -1419,11 +1419,23 @@ def _merge(layer: _Layer, keras3: bool) -> tuple[tuple[str, Any], ...]:
   config = layer.config
   options = () if keras3 else (('keras2', True),)
   if layer.class_name == 'Concatenate':
-    return (('axis', config.get('axis', -1)), *options)
+    axis = config.get('axis', -1)
+    if not checks.is_int(axis):
+      raise _error(layer, f'has axis {axis!r:.60}, not an integer.')
+    return (('axis', axis), *options)
   if layer.class_name == 'Dot':
-    axes = config['axes']
+    axes = config.get('axes')
     axes = tuple(axes) if isinstance(axes, list) else axes
-    return (('axes', axes), ('normalize', bool(config.get('normalize'))))
+    if not checks.is_int(axes) and not (
+      isinstance(axes, tuple)
+      and len(axes) == 2
+      and all(map(checks.is_int, axes))
+    ):
+      raise _error(layer, f'has axes {axes!r:.60}, not an integer or two.')
+    normalize = checks.check_bool(
+      config.get('normalize', False), layer.describe(), 'normalize'
+    )
+    return (('axes', axes), ('normalize', normalize))
   return options
 
 
@@ -1708,9 +1720,15 @@ def from_keras(
       equation that is not covered (naming the layer and its class, and how
       to register a converter), a subclassed or unbuilt model, a nested
       model, a file that is not a Keras model (corrupt, truncated,
-      weights-only, written by Keras 1) or whose weights disagree with its
-      config, or anything other than a Keras model or a path.
-    TypeError: for ``rngs`` that is not an ``nnx.Rngs``.
+      weights-only, written by Keras 1, a ``model_config`` of the wrong
+      shape, text that is not UTF-8) or whose weights disagree with its
+      config or input shape, weights the model would drop (a layer no
+      output needs, a weightless layer class), a ``keras.ops`` call other
+      than ``add``, ``subtract``, ``multiply``, ``maximum`` or ``minimum``
+      of two tensors (naming the operation), or anything other than a Keras
+      model or a path.
+    TypeError: for ``rngs`` that is not an ``nnx.Rngs``, or a layer of a
+      file whose ``trainable`` is not a boolean.
   """
   _check_api(api, rngs)
   module, variables = _build(_read(model_or_path))

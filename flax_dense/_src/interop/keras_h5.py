@@ -466,8 +466,10 @@ def read_keras_h5(
     FileNotFoundError: if there is no file at ``path``.
     ValueError: if it is not a readable HDF5 file (not HDF5, truncated,
       corrupt), a weights-only file, not a Keras model, written by Keras
-      1, or if a ``Dense`` or ``LocallyConnected1D`` layer's weights have
-      other shapes than its config needs.
+      1, holds text that is not UTF-8 or a ``model_config`` of the wrong
+      shape (see :func:`check_model_config`), weights of a layer its config
+      lacks, or if a ``Dense`` or ``LocallyConnected1D`` layer's weights
+      have other shapes than its config needs.
   """
   return read_model(path, 'read_keras_h5')
 
