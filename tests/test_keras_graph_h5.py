@@ -429,3 +429,15 @@ def test_big_endian_weights_are_read_in_native_order(tmp_path):
   assert variables['params']['dense']['kernel'].dtype == jnp.float32
   inputs, outputs = fixture('sequential')
   assert_outputs(module.apply(variables, *inputs), outputs)
+
+
+@pytest.mark.parametrize('name, count', [('add', 0), ('subtract', 3)])
+def test_merge_called_on_a_wrong_number_of_tensors(tmp_path, name, count):
+  path = copy(tmp_path, 'functional_graph.h5')
+  edit_config(
+    path,
+    lambda layers: layer(layers, name).update(
+      inbound_nodes=[[['shared', 0, 0, {}]] * count]
+    ),
+  )
+  assert_refused(path, f"layer '{name}' .* called on {count} tensors")

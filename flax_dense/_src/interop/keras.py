@@ -1285,6 +1285,7 @@ def _build(model: _Model) -> tuple[nn.Module, dict[str, Any]]:
       given = [shapes[t] for t in node_inputs]
       if name in model.operations or layer.class_name in MERGES:
         _check_made(layer, made, 1)
+        _check_merge_inputs(layer, len(node_inputs))
         nodes.append(
           Node(
             node_inputs,
@@ -1366,6 +1367,16 @@ def _check_made(layer: _Layer, used: int, makes: int) -> int:
       f' which makes {makes}.'
     )
   return used
+
+
+def _check_merge_inputs(layer: _Layer, count: int) -> None:
+  """Our error for a merge called on a number of tensors it cannot take."""
+  two = layer.class_name in ('Subtract', 'Dot')
+  if count == 0 or (two and count != 2):
+    raise ValueError(
+      f'from_keras: {layer.describe()} is called on {count} tensors; it'
+      f' takes {"exactly 2" if two else "at least 1"}.'
+    )
 
 
 def _operation(model: _Model, name: str, node_index: int) -> tuple:
