@@ -130,6 +130,15 @@ def test_converter_returning_something_else_is_a_clear_error(example, registry):
     fd.from_keras(model)
 
 
+def test_converter_that_drops_the_weights_is_refused(example, registry):
+  fd.register_keras_layer('ConstProductLayer', lambda *args: fd.Masking())
+  fd.register_keras_layer('MultiIOLayer', example.multi_io)
+  with fd_rank_promotion():
+    model = example.build_model(4, 2, 0)
+  with pytest.raises(ValueError, match=r"\['product'\].*would be dropped"):
+    fd.from_keras(model)
+
+
 # --- The docs table is the registry. -----------------------------------------
 
 DOCS = ROOT / 'docs' / 'keras_import.md'

@@ -10,6 +10,7 @@ NNX, without TensorFlow or Keras.
 
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -264,3 +265,179 @@ def test_inbound_node_of_an_unknown_layer(tmp_path):
   ) as error:
     fd.from_keras(path)
   assert_our_error(error)
+
+
+# --- Nothing dropped, nothing silently wrong (issue 21). ------------------
+
+
+def rewrite(path, edit):
+  """Replaces the file's model_config by ``edit(model_config)``."""
+  with h5py.File(path, 'a') as file:
+    config = json.loads(file.attrs['model_config'])
+    file.attrs['model_config'] = json.dumps(edit(config))
+
+
+def with_config(model_config, **config):
+  return {**model_config, 'config': {**model_config['config'], **config}}
+
+
+def assert_refused(path, match, kind=ValueError):
+  with pytest.raises(kind) as error:
+    fd.from_keras(path)
+  assert str(path.name) in str(error.value)
+  assert re.search(match, str(error.value)), str(error.value)
+  assert_our_error(error)
+
+
+@pytest.mark.parametrize(
+  'edit, match',
+  [
+    (lambda c: {'class_name': c['class_name']}, 'has config null'),
+    (lambda c: with_config(c, layers=[]), 'has layers'),
+    (lambda c: with_config(c, layers={}), 'has layers'),
+    (lambda c: with_config(c, layers=c['config']['layers'][:1]), 'InputLayer'),
+    (lambda c: [c], 'is a JSON list'),
+    (lambda c: {**c, 'config': 'sequential'}, 'has config string'),
+    (lambda c: with_config(c, layers=['dense']), 'layer 0 a JSON string'),
+    (
+      lambda c: with_config(
+        c, layers=[{**c['config']['layers'][0], 'config': []}]
+      ),
+      'layer 0 without a name',
+    ),
+  ],
+)
+def test_sequential_config_of_the_wrong_shape(tmp_path, edit, match):
+  path = copy(tmp_path, 'sequential.h5')
+  rewrite(path, edit)
+  assert_refused(path, match)
+
+
+def test_two_layers_of_one_name(tmp_path):
+  path = copy(tmp_path, 'sequential.h5')
+
+  def rename(config):
+    config['config']['layers'][3]['config']['name'] = 'dense'  # the dropout
+    return config
+
+  rewrite(path, rename)
+  assert_refused(path, "two layers named 'dense'")
+
+
+@pytest.mark.parametrize(
+  'key, value, match',
+  [
+    ('output_layers', [], 'has output_layers'),
+    ('input_layers', [], 'has input_layers'),
+    ('output_layers', 'dot', 'has output_layers'),
+    ('output_layers', [['dot', 0]], 'has output_layers'),
+    ('output_layers', [['nowhere', 0, 0]], r"naming no layer.*'nowhere'"),
+    ('input_layers', {'a': ['a', 0, 0]}, r'made by no layer|takes'),
+  ],
+)
+def test_functional_endpoints_of_the_wrong_shape(tmp_path, key, value, match):
+  path = copy(tmp_path, 'functional_graph.h5')
+  rewrite(path, lambda c: with_config(c, **{key: value}))
+  assert_refused(path, match)
+
+
+def test_layer_config_that_is_not_an_object(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+  edit_config(path, lambda layers: layer(layers, 'add').update(config=[]))
+  assert_refused(path, "layer 'add' with config list")
+
+
+def test_inbound_node_of_the_wrong_shape(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+  edit_config(
+    path, lambda layers: layer(layers, 'add').update(inbound_nodes=['add'])
+  )
+  assert_refused(path, 'not one Keras writes')
+
+
+def test_weights_no_output_needs_are_refused(tmp_path):
+  path = copy(tmp_path, 'functional_graph.h5')
+  rewrite(
+    path,
+    lambda c: with_config(c, output_layers=[['joined_pool', 0, 0]]),
+  )
+  assert_refused(path, r"\['per_step_td'\].*would be dropped")
+
+
+def test_weights_of_a_weightless_layer_class_are_refused(tmp_path):
+  path = copy(tmp_path, 'sequential.h5')
+  edit_config(
+    path, lambda layers: layer(layers, 'dense').update(class_name='Masking')
+  )
+  assert_refused(path, r"\['dense'\].*would be dropped")
+
+
+def test_weights_of_a_layer_the_config_lacks_are_refused(tmp_path):
+  path = copy(tmp_path, 'sequential.h5')
+  layers_before = 5
+
+  def drop_dense(config):
+    layers = config['config']['layers']
+    assert len(layers) == layers_before + 1
+    return with_config(
+      config, layers=[e for e in layers if e['class_name'] != 'Dense']
+    )
+
+  rewrite(path, drop_dense)
+  assert_refused(path, r"weights for the layers \['dense'\]")
+
+
+def test_trainable_that_is_not_a_bool(tmp_path):
+  path = copy(tmp_path, 'sequential.h5')
+  edit_config(
+    path,
+    lambda layers: layer(layers, 'dense')['config'].update(trainable='False'),
+  )
+  assert_refused(
+    path, "layer 'dense'.*trainable must be True or False", TypeError
+  )
+
+
+def test_model_config_that_is_not_utf8(tmp_path):
+  path = copy(tmp_path, 'sequential.h5')
+  with h5py.File(path, 'a') as file:
+    text = file.attrs['model_config']
+    text = text.encode() if isinstance(text, str) else text
+    file.attrs['model_config'] = np.bytes_(text.replace(b'dense', b'd\xffnse'))
+  assert_refused(path, 'not UTF-8')
+
+
+def test_weights_shaped_for_another_input_name_the_file_and_layer(tmp_path):
+  path = copy(tmp_path, 'sequential.h5')
+  edit_config(
+    path,
+    lambda layers: layers[0]['config'].update(batch_input_shape=[None, 6, 7]),
+  )
+  assert_refused(path, r"Dense layer 'dense' of file .* cannot take inputs")
+
+
+def test_big_endian_weights_are_read_in_native_order(tmp_path):
+  path = copy(tmp_path, 'sequential.h5')
+  with h5py.File(path, 'a') as file:
+    group = file['model_weights/dense/dense']
+    for name in list(group):
+      value = group[name][()]
+      del group[name]
+      group.create_dataset(name, data=value.astype('>f4'))
+      assert group[name].dtype.byteorder == '>'
+  module, variables = fd.from_keras(path)
+  assert variables['params']['dense']['kernel'].dtype == jnp.float32
+  inputs, outputs = fixture('sequential')
+  assert_outputs(module.apply(variables, *inputs), outputs)
+
+
+@pytest.mark.parametrize('name, count', [('add', 0), ('subtract', 3)])
+def test_merge_called_on_a_wrong_number_of_tensors(tmp_path, name, count):
+  path = copy(tmp_path, 'functional_graph.h5')
+  edit_config(
+    path,
+    lambda layers: layer(layers, name).update(
+      inbound_nodes=[[['shared', 0, 0, {}]] * count]
+    ),
+  )
+  assert_refused(path, f"layer '{name}' .* called on {count} tensors")

@@ -325,3 +325,69 @@ def test_load_keras_weights_errors(tmp_path):
     fd.load_keras_weights({'params': {}}, FIXTURES / 'keras3.weights.h5')
   with pytest.raises(TypeError, match=r'load_keras_weights: expected'):
     fd.load_keras_weights([1], FIXTURES / 'keras3.weights.h5')
+
+
+# --- keras.ops calls, uncovered layers, boolean arguments (issue 21). -----
+
+
+def ops_graph():
+  a, b = keras.Input((5, 3), name='a'), keras.Input((5, 3), name='b')
+  shared = layers.Dense(3, name='shared')
+  left = shared(layers.Masking(0.0, name='mask_a')(a))
+  product = keras.ops.multiply(left, b)
+  difference = keras.ops.subtract(product, keras.ops.maximum(shared(b), a))
+  total = keras.ops.add(keras.ops.minimum(difference, left), a)
+  pooled = layers.GlobalAveragePooling1D(name='pool')(total)
+  return keras.Model([a, b], pooled)
+
+
+def test_keras_ops_on_two_tensors_import_and_ignore_masks():
+  model = build(ops_graph)
+  a, b = random((2, 5, 3), 1, padded=2), random((2, 5, 3), 2)
+  with jax.numpy_rank_promotion('allow'):  # Keras's Dense adds its bias so
+    want = np.asarray(model([a, b]))
+    module, variables = fd.from_keras(model)
+    exported = fd.to_keras_model(module, variables, input_shape=[(5, 3)] * 2)
+    exported_outputs = exported.predict([a, b], verbose=0)
+  np.testing.assert_allclose(
+    module.apply(variables, a, b), want, rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(exported_outputs, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+  'call, operation',
+  [
+    (lambda x: keras.ops.add(x, 1.0), 'Add'),
+    (keras.ops.tanh, 'Tanh'),
+    (lambda x: keras.ops.sum(x, axis=-1), 'Sum'),
+  ],
+)
+def test_other_keras_ops_are_refused_naming_the_op(call, operation):
+  inputs = keras.Input((4,))
+  model = keras.Model(inputs, call(layers.Dense(3, name='dense')(inputs)))
+  with pytest.raises(ValueError) as error:
+    fd.from_keras(model)
+  message = str(error.value)
+  assert f'keras.src.ops.numpy.{operation}' in message
+  assert 'calls the Keras operation' in message
+
+
+def test_uncovered_layer_with_non_trainable_weights_gets_the_advice():
+  model = keras.Sequential([keras.Input((3,)), layers.BatchNormalization()])
+  with pytest.raises(ValueError) as error:
+    fd.from_keras(model)
+  assert "register_keras_layer('BatchNormalization'" in str(error.value)
+
+
+def test_boolean_arguments_of_the_containers_must_be_bools():
+  module, variables = fd.from_keras(build(two_inputs_shared_and_merges))
+  a, b = random((2, 5, 3), 1), random((2, 5, 3), 2)
+  with pytest.raises(TypeError, match='KerasFunctional: deterministic'):
+    module.apply(variables, a, b, deterministic='False')
+  odd = module.clone(single_output='False')
+  with pytest.raises(TypeError, match='KerasFunctional: single_output'):
+    odd.apply(variables, a, b)
+  chain = fd.KerasSequential((fd.Dropout(0.5),))
+  with pytest.raises(TypeError, match='KerasSequential: deterministic'):
+    chain.apply({}, a, deterministic='False')

@@ -211,19 +211,44 @@ def test_keras_file_of_a_user_module_needs_safe_mode_off(tmp_path):
   )
 
 
-def test_a_module_a_keras_file_cannot_rebuild_fails_before_any_file(tmp_path):
+def test_any_module_is_hosted_and_only_a_keras_file_needs_its_class(tmp_path):
   class Local(nn.Module):
     @nn.compact
     def __call__(self, x):
       return nn.Dense(2)(x)
 
-  x = jnp.ones((1, 3))
+  x = _data((4, 3))
   local = Local()
-  with pytest.raises(ValueError, match='define it at the top level'):
-    fd.to_keras(local, local.init(jax.random.key(0), x))
+  variables = local.init(jax.random.key(0), x)
+  model = keras.Sequential([keras.Input((3,)), fd.to_keras(local, variables)])
+  np.testing.assert_allclose(
+    model.predict(x, verbose=0), local.apply(variables, x), atol=1e-6
+  )
+  model.compile(keras.optimizers.SGD(0.1), 'mse')
+  before = model.get_weights()
+  model.fit(x, np.zeros((4, 2), np.float32), epochs=1, verbose=0)
+  assert not np.allclose(model.get_weights()[0], before[0])
+  model.save_weights(tmp_path / 'local.weights.h5')
+  with pytest.raises(ValueError) as error:
+    model.save(tmp_path / 'local.keras')
+  message = str(error.value)
+  assert "layer 'flax_module': module is a" in message
+  assert '<locals>.Local' in message
+  assert 'define the class at the top level' in message
+  lambda_layer = fd.to_keras(fd.Lambda(lambda x: x * 2.0), {})
+  lambda_model = keras.Sequential([keras.Input((3,)), lambda_layer])
+  np.testing.assert_allclose(lambda_model.predict(x, verbose=0), 2.0 * x)
   with pytest.raises(ValueError, match=r'module\.function is <function'):
-    fd.to_keras(fd.Lambda(lambda x: x * 2.0), {})
-  assert list(tmp_path.iterdir()) == []
+    lambda_model.save(tmp_path / 'lambda.keras')
+
+
+def test_training_flag_must_be_a_bool():
+  module = fd.Dropout(0.5)
+  layer = fd.to_keras(module, {})
+  x = _data((2, 3))
+  np.testing.assert_array_equal(layer(x, training=False), x)
+  with pytest.raises(TypeError, match="FlaxModule 'flax_module': training"):
+    layer(x, training='False')
 
 
 def test_variables_that_do_not_fit_the_inputs():
