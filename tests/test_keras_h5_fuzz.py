@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import flax_dense as fd
-from flax_dense._src.interop.keras_h5 import read_keras_h5
+from flax_dense._src.keras.h5 import read_keras_h5
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 FILES = ('sequential.h5', 'functional_graph.h5')
