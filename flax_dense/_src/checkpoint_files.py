@@ -31,6 +31,10 @@ ARRAY_INDEX = 'manifest.ocdbt'
 #: The lock file that serialises the writers of one checkpoint directory.
 LOCK_FILE = '.flax_dense.lock'
 
+# Characters of a local path that TensorStore (a backslash) or Orbax's
+# globs misread.
+_UNSAFE = frozenset('\\[]*?')
+
 # A URL such as ``gs://bucket/run``, which Orbax opens itself.
 _URL = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*://')
 
@@ -100,21 +104,23 @@ def orbax_path(directory: str) -> Iterator[epath.Path]:
   """The path under which Orbax and TensorStore reach ``directory``.
 
   TensorStore reads a backslash in a local path as a separator, so it
-  would write elsewhere; such a directory is reached through a symbolic
-  link of a plain name in a fresh temporary directory, removed afterwards.
-  ``directory`` must exist.
+  would write elsewhere, and Orbax globs for the files of a step, so that
+  ``[x]`` in a path would match ``x``. A directory whose path holds one of
+  these characters is reached through a symbolic link of a plain name in a
+  fresh temporary directory, removed afterwards. ``directory`` must exist.
   """
-  if '\\' not in directory or not is_local(directory):
+  if not (set(directory) & _UNSAFE) or not is_local(directory):
     yield epath.Path(directory)
     return
   alias_directory = tempfile.mkdtemp(prefix='flax_dense_checkpoint_')
   try:
-    if '\\' in alias_directory:
+    if set(alias_directory) & _UNSAFE:
       raise ValueError(
-        f'checkpoint: the path {directory} holds a backslash, which'
-        ' TensorStore takes as a separator, and the temporary directory'
-        f' {alias_directory} that would link to it holds one too; set'
-        ' TMPDIR to a directory without one, or pass another path.'
+        f'checkpoint: the path {directory} holds one of the characters'
+        f' {"".join(sorted(_UNSAFE))}, which Orbax or TensorStore misread,'
+        f' and the temporary directory {alias_directory} that would link to'
+        ' it holds one too; set TMPDIR to a directory without them, or pass'
+        ' another path.'
       )
     alias = os.path.join(alias_directory, 'checkpoint')
     os.symlink(directory, alias)
