@@ -255,7 +255,8 @@ def restore(
       other variables than the checkpoint, or a variable of another shape
       or dtype (a Python number counting as its int64, float64 or bool),
       e.g. a model built for other inputs; the message names the variable
-      and both shapes or dtypes.
+      and both shapes or dtypes; or if ``target`` has keys that ``save``
+      refuses (empty, with ``/``, or two leaves of one dotted name).
   """
   import orbax.checkpoint as ocp
 

@@ -302,13 +302,13 @@ def check_files(
     )
   if not check_data:
     return
-  # Each key is an array's name, then '/', then its metadata or a chunk
-  # (chunk keys hold no '/'): a deleted data file reads empty, a truncated
-  # one fails.
+  # Each key is an array's name (keys hold no '/'), then '/', then its
+  # metadata or a chunk: a deleted data file reads empty, a truncated one
+  # fails.
   reads = {
     key: store.read(key, byte_range=slice(-1, None))
     for key in keys
-    if key.rpartition('/')[0] in arrays
+    if key.partition('/')[0] in arrays
   }
   broken = set()
   for key, read in reads.items():
@@ -317,7 +317,7 @@ def check_files(
     except Exception:
       intact = False
     if not intact:
-      broken.add(arrays[key.rpartition('/')[0]][0])
+      broken.add(arrays[key.partition('/')[0]][0])
   if broken:
     raise fail(
       ValueError,
@@ -328,13 +328,12 @@ def check_files(
   # scrambled fails here rather than inside Orbax's concurrent reads.
   driver = 'zarr3' if metadata.get('use_zarr3') else 'zarr'
   for stored_name in sorted(arrays):
-    kvstore = (
-      {**store_spec, 'path': f'{stored_name}/'}
-      if isinstance(store_spec, dict) and store_spec['driver'] == 'ocdbt'
-      else f'{base}{stored_name}/'
-      if not isinstance(store_spec, dict)
-      else {'driver': 'file', 'path': f'{base}{stored_name}/'}
-    )
+    if metadata.get('use_ocdbt'):
+      kvstore = {**store_spec, 'path': f'{stored_name}/'}
+    elif is_local(directory):
+      kvstore = {'driver': 'file', 'path': f'{base}{stored_name}/'}
+    else:
+      kvstore = f'{base}{stored_name}/'
     try:
       array = ts.open({'driver': driver, 'kvstore': kvstore}).result()
       array.read().result()
