@@ -39,6 +39,11 @@ def exact(leaf):
   return leaf.dtype, leaf.shape, leaf.tobytes()
 
 
+def versions(path):
+  """What ``path`` holds besides the lock file of its saves, sorted."""
+  return sorted(set(os.listdir(path)) - {'.flax_dense.lock'})
+
+
 def assert_identical(restored, saved):
   assert jax.tree.structure(restored) == jax.tree.structure(saved)
   assert list(map(exact, jax.tree.leaves(restored))) == list(
@@ -121,7 +126,7 @@ def test_versions_keep_only_the_newest(tmp_path):
   assert fd.checkpoint.save(tmp_path, {'w': jnp.ones(3)}) == 1
   assert fd.checkpoint.save(tmp_path, {'w': jnp.full(3, 7.0)}, step=10) == 10
   assert fd.checkpoint.latest_step(tmp_path) == 10
-  assert sorted(os.listdir(tmp_path)) == ['10']
+  assert versions(tmp_path) == ['10']
   restored = fd.checkpoint.restore(tmp_path, target={'w': jnp.zeros(3)})
   np.testing.assert_array_equal(restored['w'], 7.0)
 
@@ -275,7 +280,7 @@ def test_step_must_be_an_integer(tmp_path, step):
   with pytest.raises(TypeError, match=not_an_integer('restore', step)):
     fd.checkpoint.restore(tmp_path, step=step)
   # Refused before anything was written or deleted: step 0 is intact.
-  assert os.listdir(tmp_path) == ['0']
+  assert versions(tmp_path) == ['0']
   assert fd.checkpoint.latest_step(tmp_path) == 0
   restored = fd.checkpoint.restore(tmp_path, target={'w': jnp.zeros(3)})
   np.testing.assert_array_equal(restored['w'], [0.0, 1.0, 2.0])
@@ -289,7 +294,7 @@ def test_numpy_integer_steps_and_negative_steps(tmp_path):
   assert not os.listdir(tmp_path)
   saved = fd.checkpoint.save(tmp_path, {'w': jnp.ones(3)}, step=np.int32(4))
   assert saved == 4 and type(saved) is int
-  assert sorted(os.listdir(tmp_path)) == ['4']
+  assert versions(tmp_path) == ['4']
   assert fd.checkpoint.latest_step(tmp_path) == 4
   restored = fd.checkpoint.restore(tmp_path, step=np.uint8(4))
   np.testing.assert_array_equal(restored['w'], 1.0)
@@ -333,12 +338,12 @@ def test_save_refuses_to_replace_another_model(tmp_path, key):
       r'pass overwrite=True to replace it',
     ):
       fd.checkpoint.save(tmp_path, tree)
-    assert os.listdir(tmp_path) == ['0']
+    assert versions(tmp_path) == ['0']
     assert_identical(
       fd.checkpoint.restore(tmp_path, target=variables), variables
     )
   assert fd.checkpoint.save(tmp_path, wider, overwrite=True) == 1
-  assert os.listdir(tmp_path) == ['1']
+  assert versions(tmp_path) == ['1']
   assert_identical(fd.checkpoint.restore(tmp_path, target=wider), wider)
 
 

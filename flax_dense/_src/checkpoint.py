@@ -1,17 +1,8 @@
 """Lossless, atomic checkpoints of variables and train states, on Orbax."""
 
-import asyncio
-import contextlib
-import gc
-import json
-import logging
 import os
 import re
-import sys
-import time
-import warnings
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
@@ -20,16 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from flax_dense._src import checkpoint_files as files
+from flax_dense._src.checks import check_bool
+
 if TYPE_CHECKING:
   import orbax.checkpoint as ocp
-
-# The files of one step that restoring it reads: Orbax's layout of a step
-# with one item, ``default``, in a TensorStore key-value store (OCDBT).
-_STEP_METADATA = '_CHECKPOINT_METADATA'
-_ITEM = 'default'
-_ITEM_METADATA = '_METADATA'
-_SHARDINGS = '_sharding'
-_ARRAY_INDEX = 'manifest.ocdbt'
 
 # Orbax refuses zero-size arrays: each is saved as this one-byte stand-in and
 # rebuilt on restore from its shape and dtype, kept in the item's metadata.
@@ -38,29 +24,19 @@ _ZERO_SIZE = 'flax_dense_zero_size_arrays'
 # TensorStore's errors reading the files start with their status code.
 _STORAGE_ERROR = re.compile(r'[A-Z_]+: ')
 
-# How long a failed read waits at most for Orbax's abandoned reads to end.
-_ABANDONED_TASKS_TIMEOUT_S = 10.0
-
-_IF_DAMAGED = {
-  'restore': (
-    'Restore a copy of it from elsewhere, or start again from a new'
-    ' checkpoint: fd.checkpoint.save(path, tree, overwrite=True) replaces it.'
-  ),
-  'save': (
-    'The new tree cannot be checked against it; pass overwrite=True to'
-    ' replace it anyway.'
-  ),
-}
+# The Python numbers a tree may hold, and the dtypes Orbax stores them with.
+_PYTHON_SCALARS = {bool: np.dtype(bool), int: np.dtype(np.int64)}
+_PYTHON_SCALARS[float] = np.dtype(np.float64)
 
 
-def _manager(directory: str, create: bool) -> 'ocp.CheckpointManager':
-  """Orbax manager of ``directory`` that keeps only its newest complete step."""
+def _manager(where: epath.Path, create: bool) -> 'ocp.CheckpointManager':
+  """Orbax manager of ``where`` that keeps only its newest complete step."""
   # Imported here: Orbax takes a second to import, which a program that
   # never checkpoints should not pay on ``import flax_dense``.
   import orbax.checkpoint as ocp
 
   return ocp.CheckpointManager(
-    directory,
+    where,
     options=ocp.CheckpointManagerOptions(
       max_to_keep=1, enable_async_checkpointing=False, create=create
     ),
@@ -69,7 +45,7 @@ def _manager(directory: str, create: bool) -> 'ocp.CheckpointManager':
 
 
 def save(
-  path: str | os.PathLike,
+  path: str | bytes | os.PathLike,
   tree: Any,
   step: int | None = None,
   *,
@@ -81,7 +57,10 @@ def save(
   written to a temporary directory and renamed into place only once complete
   (Orbax's atomic commit); only then are the older versions deleted. A save
   killed midway therefore leaves the previous version readable, and
-  :func:`restore` never sees a partial one.
+  :func:`restore` never sees a partial one. Saves and restores of one local
+  directory take turns: each holds a lock (``fcntl.flock`` on the file
+  ``.flax_dense.lock`` in ``path``) throughout, so two processes saving at
+  once write one version after the other.
 
   Since only the newest version is kept, a save that would replace a model
   with another one is refused: the variables of ``tree`` (their paths,
@@ -111,53 +90,77 @@ def save(
     1
 
   Args:
-    path: the checkpoint directory; created if absent.
-    tree: a pytree of arrays and scalars: ``variables`` of any collections,
+    path: the checkpoint directory, created if absent: a ``str``, UTF-8
+      ``bytes`` or ``os.PathLike`` (``pathlib.Path``, ``epath.Path``). Any
+      name the file system accepts works, spaces, ``#%?[{\\`` and non-ASCII
+      letters included; a URL such as ``gs://bucket/run`` goes to Orbax
+      as is.
+    tree: a pytree of arrays and numbers: ``variables`` of any collections,
       an optax state, a ``flax.training.train_state.TrainState``, or a dict
-      of them; it must hold at least one array or scalar.
+      of them; it must hold at least one. A leaf is a JAX array, a NumPy
+      array or scalar of a numeric or bool dtype, or a Python ``bool``,
+      ``int`` (within int64) or ``float``; a NumPy scalar is stored as a
+      0-d array and restored as the scalar it was. Dict keys must be
+      non-empty and hold no ``/``, and no two leaves may have the same
+      dotted name (``{'a.b': x, 'a': {'b': y}}``), which Orbax stores them
+      under.
     step: number of the new version, a non-negative Python or NumPy
       integer, e.g. the training step; default: one more than the newest
       saved, or 0.
-    overwrite: replace the newest version even if its variables differ from
-      those of ``tree``, or if it is damaged.
+    overwrite: ``True`` to replace the newest version even if its variables
+      differ from those of ``tree``, or if it is damaged; a bool.
 
   Returns:
     The number of the version saved.
 
   Raises:
-    TypeError: if ``step`` is not an integer (a float, a bool, ...).
+    TypeError: if ``path`` is not a path, ``step`` not an integer (a
+      float, a bool, ...), ``overwrite`` not a bool, or a leaf of ``tree``
+      of a type that cannot be stored (a string, ``None``-like objects, a
+      complex Python number, an array of strings or objects); the message
+      names the leaf.
     ValueError: if ``step`` is negative or not greater than the newest
-      version already in ``path``; if ``tree`` holds no array or scalar; if
-      ``path`` is a file; or, without ``overwrite``, if the variables of
-      ``tree`` differ from those of the newest version (the message names
-      each difference) or that version is damaged.
+      version already in ``path``; if ``tree`` holds no array or number, an
+      empty key or one with ``/``, two leaves of one dotted name (both
+      named), or a Python int beyond int64; if ``path`` is empty, holds a
+      NUL or is not UTF-8, or is a file; or, without ``overwrite``, if the
+      variables of ``tree`` differ from those of the newest version (the
+      message names each difference) or that version is damaged.
     FileNotFoundError: without ``overwrite``, if a file of the newest
       version is missing.
   """
   import orbax.checkpoint as ocp
 
-  directory = _directory(path, 'save')
+  directory = files.directory_of(path, 'save')
   if step is not None:
     step = _checked_step(step, 'save')
-  tree = nn.meta.unbox(tree)
+  overwrite = check_bool(overwrite, 'checkpoint.save', 'overwrite')
+  tree = _checked_tree(nn.meta.unbox(tree), 'save', 'tree')
   if not jax.tree.leaves(tree):
     raise ValueError(
       f'checkpoint.save: tree holds no array or scalar to save, got {tree!r};'
       ' pass the variables or train state to checkpoint.'
     )
   metadata: dict[str, Any] = {_ZERO_SIZE: _zero_size_arrays(tree)}
-  with _manager(directory, create=True) as manager:
+  if files.is_local(directory):
+    os.makedirs(directory, exist_ok=True)
+  # One process of a multi-host run commits the save; it holds the lock.
+  with (
+    files.locked(directory, exclusive=True, hold=jax.process_index() == 0),
+    files.orbax_path(directory) as where,
+    _manager(where, create=True) as manager,
+  ):
     latest = manager.latest_step()
     if step is None:
       step = 0 if latest is None else latest + 1
     elif latest is not None and step <= latest:
       raise ValueError(
         f'checkpoint.save: step must be a non-negative integer greater than'
-        f' the newest step saved in {path} ({latest}), got {step}; pass a'
-        ' larger step, or step=None for the next one.'
+        f' the newest step saved in {directory} ({latest}), got {step}; pass'
+        ' a larger step, or step=None for the next one.'
       )
     if latest is not None and not overwrite:
-      saved = _saved_variables(manager, directory, latest, 'save', False)[0]
+      saved = _saved_variables(manager, directory, where, latest, 'save')[0]
       problems = _differences(saved, _variables(tree), 'the tree')
       if problems:
         raise ValueError(
@@ -175,30 +178,36 @@ def save(
   return step
 
 
-def latest_step(path: str | os.PathLike) -> int | None:
+def latest_step(path: str | bytes | os.PathLike) -> int | None:
   """The newest complete version in the checkpoint ``path``, or ``None``.
 
   A version counts once its save has committed; whether its files are still
-  intact is checked by :func:`restore`.
+  intact is checked by :func:`restore`. A save under way is waited for.
 
   Args:
-    path: a checkpoint directory written by :func:`save`; it may not exist.
+    path: a checkpoint directory written by :func:`save` (a ``str``, UTF-8
+      ``bytes`` or ``os.PathLike``); it may not exist.
 
   Returns:
     The step number, or ``None`` if ``path`` holds no complete checkpoint.
 
   Raises:
-    ValueError: if ``path`` is a file.
+    TypeError: if ``path`` is not a path.
+    ValueError: if ``path`` is a file, empty, or not UTF-8.
   """
-  directory = _directory(path, 'latest_step')
+  directory = files.directory_of(path, 'latest_step')
   if not epath.Path(directory).exists():
     return None
-  with _manager(directory, create=False) as manager:
+  with (
+    files.locked(directory, exclusive=False),
+    files.orbax_path(directory) as where,
+    _manager(where, create=False) as manager,
+  ):
     return manager.latest_step()
 
 
 def restore(
-  path: str | os.PathLike, target: Any = None, step: int | None = None
+  path: str | bytes | os.PathLike, target: Any = None, step: int | None = None
 ) -> Any:
   """Restores the checkpoint ``path``, bit for bit, into ``target``'s shape.
 
@@ -208,16 +217,23 @@ def restore(
   target leaf's sharding, so a checkpoint saved on one mesh restores onto
   another; a leaf without one (a ``ShapeDtypeStruct`` whose ``sharding`` is
   ``None``) lands on the default device, whatever the devices the checkpoint
-  was saved from; NumPy leaves come back as NumPy arrays. Without a target,
-  the raw pytree comes back: dicts, lists for tuples, ``None`` for empty
-  states, and arrays on the sharding they were saved with, or on the default
-  device where this process lacks those devices.
+  was saved from; NumPy leaves come back as NumPy arrays, NumPy scalars as
+  NumPy scalars, Python numbers as Python numbers. Nothing is converted: a
+  target leaf must have the stored dtype, a Python ``bool``, ``int`` or
+  ``float`` standing for bool, int64 or float64. Without a target, the raw
+  pytree comes back: dicts, lists for tuples, ``None`` for empty states,
+  0-d NumPy arrays for NumPy scalars, and arrays on the sharding they were
+  saved with, or on the default device where this process lacks those
+  devices.
 
   Before reading any array, the version's files are checked: its metadata,
-  the index of its arrays, and that every array's data is present in full.
+  the index of its arrays, and that every array's data is present in full
+  and decodes. A save of the same directory under way is waited for, so the
+  tree restored is always one that a save wrote whole.
 
   Args:
-    path: a checkpoint directory written by :func:`save`.
+    path: a checkpoint directory written by :func:`save` (a ``str``, UTF-8
+      ``bytes`` or ``os.PathLike``).
     target: a pytree with the structure, shapes and dtypes of the saved
       one; boxed (partitioned) leaves are unboxed first.
     step: the version to read, a non-negative Python or NumPy integer;
@@ -227,49 +243,62 @@ def restore(
     The saved pytree.
 
   Raises:
-    TypeError: if ``step`` is not an integer.
+    TypeError: if ``path`` is not a path, ``step`` not an integer, or a
+      leaf of ``target`` is of a type that is never stored.
     FileNotFoundError: if ``path`` holds no complete checkpoint, or not
       ``step``, or a file of the version is missing; the message names the
       path, the step and the file.
-    ValueError: if ``step`` is negative; if ``path`` is a file; if the
-      version is damaged (a corrupt metadata file or array index, truncated
-      or missing array data; the message names the path, the step and the
-      damaged part); or if ``target`` has other variables than the
-      checkpoint, or a variable of another shape or dtype, e.g. a model
-      built for other inputs; the message names the variable and both
-      shapes.
+    ValueError: if ``step`` is negative; if ``path`` is a file, empty or not
+      UTF-8; if the version is damaged (a corrupt metadata file or array
+      index, truncated, missing or undecodable array data; the message
+      names the path, the step and the damaged part); or if ``target`` has
+      other variables than the checkpoint, or a variable of another shape
+      or dtype (a Python number counting as its int64, float64 or bool),
+      e.g. a model built for other inputs; the message names the variable
+      and both shapes or dtypes; or if ``target`` has keys that ``save``
+      refuses (empty, with ``/``, or two leaves of one dotted name).
   """
   import orbax.checkpoint as ocp
 
-  directory = _directory(path, 'restore')
+  directory = files.directory_of(path, 'restore')
   if step is not None:
     step = _checked_step(step, 'restore')
-  if latest_step(directory) is None:
+  like = None if target is None else nn.meta.unbox(target)
+  if target is not None:
+    target = _checked_tree(like, 'restore', 'target')
+  if not epath.Path(directory).is_dir():
     raise FileNotFoundError(
-      f'checkpoint.restore: no complete checkpoint in {path}.'
+      f'checkpoint.restore: no complete checkpoint in {directory}.'
     )
-  with _manager(directory, create=False) as manager:
+  with (
+    files.locked(directory, exclusive=False),
+    files.orbax_path(directory) as where,
+    _manager(where, create=False) as manager,
+  ):
+    if manager.latest_step() is None:
+      raise FileNotFoundError(
+        f'checkpoint.restore: no complete checkpoint in {directory}.'
+      )
     step = manager.latest_step() if step is None else step
     if step not in manager.all_steps():
       raise FileNotFoundError(
-        f'checkpoint.restore: no step {step} in {path}; it holds steps'
+        f'checkpoint.restore: no step {step} in {directory}; it holds steps'
         f' {sorted(manager.all_steps())}.'
       )
     saved, zero_size = _saved_variables(
-      manager, directory, step, 'restore', True
+      manager, directory, where, step, 'restore'
     )
     default = jax.sharding.SingleDeviceSharding(_default_device())
     if target is None:
       args = ocp.args.StandardRestore(fallback_sharding=default)
     else:
-      target = nn.meta.unbox(target)
       problems = _differences(saved, _variables(target), 'the target')
       if problems:
         raise ValueError(
           f'checkpoint.restore: the target does not match the checkpoint'
-          f' {path} (step {step}): {"; ".join(problems)}. Build the target'
-          " from a model of the checkpoint's shapes, or restore with"
-          ' target=None to read the arrays as saved.'
+          f' {directory} (step {step}): {"; ".join(problems)}. Build the'
+          " target from a model of the checkpoint's shapes and dtypes, or"
+          ' restore with target=None to read the arrays as saved.'
         )
       args = ocp.args.StandardRestore(
         jax.tree.map(
@@ -277,45 +306,31 @@ def restore(
         )
       )
     try:
-      with _quiet_orbax():
-        restored = manager.restore(step, args=args)
+      restored = manager.restore(step, args=args)
     except Exception as err:
-      if not _STORAGE_ERROR.match(str(_root_cause(err))):
+      if not _STORAGE_ERROR.match(str(files.root_cause(err))):
         raise  # Not the files: e.g. a target leaf of a type Orbax lacks.
-      item = epath.Path(directory) / str(step) / _ITEM
-      raise _damaged(
+      raise files.damaged(
         ValueError,
         'restore',
         directory,
         step,
-        f'its arrays in {item} could not be read ({_reason(err)})',
+        f'its arrays in {epath.Path(directory) / str(step) / files.ITEM}'
+        f' could not be read ({files.reason(err)})',
       ) from err
 
   def rebuilt(name: str, leaf: Any, like: Any) -> Any:
     """``leaf``, or the zero-size array it stands in for, placed as ``like``."""
-    if name not in zero_size:
-      return leaf
-    if target is None:
-      return _zeros(zero_size[name], default, zero_size[name]['numpy'])
-    sharding = getattr(like, 'sharding', None) or default
-    return _zeros(zero_size[name], sharding, _is_numpy(like))
+    if name in zero_size:
+      if target is None:
+        return _zeros(zero_size[name], default, zero_size[name]['numpy'])
+      sharding = getattr(like, 'sharding', None) or default
+      return _zeros(zero_size[name], sharding, _is_numpy(like))
+    if isinstance(like, np.generic):  # A NumPy scalar, stored 0-d.
+      return np.asarray(leaf, like.dtype)[()]
+    return leaf
 
-  return _map_with_names(
-    rebuilt, restored, restored if target is None else target
-  )
-
-
-def _directory(path: str | os.PathLike, function: str) -> str:
-  """``path`` as Orbax takes it; a ValueError if it is a file."""
-  directory = os.fspath(path)
-  if '://' not in directory:
-    directory = os.path.abspath(directory)
-  if epath.Path(directory).is_file():
-    raise ValueError(
-      f'checkpoint.{function}: {path} is a file, not a checkpoint directory;'
-      ' pass the directory that checkpoint.save writes.'
-    )
-  return directory
+  return _map_with_names(rebuilt, restored, restored if like is None else like)
 
 
 def _checked_step(step: Any, function: str) -> int:
@@ -378,7 +393,7 @@ def _zero_size_arrays(tree: Any) -> dict[str, dict[str, Any]]:
   descriptions = {}
   for name, leaf in _by_name(tree).items():
     if _is_zero_size(leaf):
-      shape, dtype = _stored_as(leaf)
+      shape, dtype, _ = _stored_as(leaf)
       is_key = jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
       descriptions[name] = {
         'shape': list(shape),
@@ -405,22 +420,21 @@ def _zeros(
 
 
 def _saved_variables(
-  manager: Any, directory: str, step: int, function: str, check_data: bool
+  manager: Any, directory: str, where: epath.Path, step: int, function: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
   """The shape and dtype of each saved variable, and the zero-size arrays.
 
-  Checks the step's files first (its array data too if ``check_data``), so
+  Checks the step's files first (for a restore, its array data too), so
   that Orbax never reads a damaged one.
 
   Returns:
     The stored shape and dtype of each variable by name, and the
     description of each zero-size array by name.
   """
-  item = epath.Path(directory) / str(step) / _ITEM
-  _check_files(directory, step, function, check_data)
+  item = epath.Path(directory) / str(step) / files.ITEM
+  files.check_files(directory, where, step, function, function == 'restore')
   try:
-    with _quiet_orbax():
-      metadata = manager.item_metadata(step)
+    metadata = manager.item_metadata(step)
     saved = {
       name: (tuple(leaf.shape), leaf.dtype)
       for name, leaf in _by_name(metadata.tree).items()
@@ -429,247 +443,74 @@ def _saved_variables(
     for name, description in zero_size.items():
       saved[name] = (tuple(description['shape']), description['dtype'])
   except Exception as err:
-    raise _damaged(
+    raise files.damaged(
       ValueError,
       function,
       directory,
       step,
-      f'the metadata of its arrays in {item} is unreadable ({_reason(err)})',
+      f'the metadata of its arrays in {item} is unreadable'
+      f' ({files.reason(err)})',
     ) from err
   return saved, zero_size
 
 
-def _check_files(
-  directory: str, step: int, function: str, check_data: bool
-) -> None:
-  """Raises an error naming the first damaged part of the step's files.
+def _checked_tree(tree: Any, function: str, name: str) -> Any:
+  """``tree`` with NumPy scalars as 0-d arrays, once its keys and leaves pass.
 
-  Checks that the metadata files parse, that the array index lists every
-  array, and, if ``check_data``, that the last byte of every stored value
-  (an array's chunk or metadata) can be read, which it cannot if its data
-  file is missing or truncated.
+  Raises:
+    TypeError: for a leaf that cannot be stored, naming it.
+    ValueError: for an empty key, a key with ``/``, two leaves of one
+      dotted name, or a Python int beyond int64.
   """
-  import tensorstore as ts
-
-  def damaged(error: type[Exception], part: str) -> Exception:
-    return _damaged(error, function, directory, step, part)
-
-  step_directory = epath.Path(directory) / str(step)
-  item = step_directory / _ITEM
-  _read_json(step_directory / _STEP_METADATA, damaged)
-  if item.exists() and not item.is_dir():
-    raise damaged(ValueError, f'its directory {item} is a file')
-  if not item.exists():
-    raise damaged(FileNotFoundError, f'its directory {item} is missing')
-  metadata = _read_json(item / _ITEM_METADATA, damaged)
-  try:
-    arrays = {
-      '.'.join(str(key['key']) for key in entry['key_metadata']): (
-        '/'.join(str(key['key']) for key in entry['key_metadata']),
-        entry['value_metadata']['value_type'],
+  where = f'checkpoint.{function}: {name}'
+  dotted: dict[str, str] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    shown = jax.tree_util.keystr(path) or '(the root)'
+    for key in map(_key_name, path):
+      if key == '' or '/' in key:
+        raise ValueError(
+          f'{where} has the key {key!r} (at {shown}), which Orbax cannot'
+          ' store: a key must be non-empty and hold no "/"; rename it.'
+        )
+    stored = '.'.join(map(_key_name, path))
+    if stored in dotted:
+      raise ValueError(
+        f'{where} has the leaves {dotted[stored]} and {shown}, which Orbax'
+        f' would both store under the name {stored!r}; rename one of them.'
       )
-      for entry in metadata['tree_metadata'].values()
-      # Empty nodes (``None``, empty optax states) have no stored value.
-      if not entry['value_metadata']['skip_deserialize']
-    }
-  except (KeyError, TypeError, AttributeError) as err:
-    raise damaged(
-      ValueError,
-      f'its metadata file {item / _ITEM_METADATA} is corrupt: its'
-      f' tree_metadata is malformed ({type(err).__name__}: {err})',
-    ) from err
-  if any(kind == 'jax.Array' for _, kind in arrays.values()):
-    _read_json(item / _SHARDINGS, damaged)
-  store_spec = os.fspath(item) + '/'
-  if '://' not in store_spec:
-    store_spec = 'file://' + store_spec
-  if metadata.get('use_ocdbt'):
-    if not (item / _ARRAY_INDEX).exists():
-      raise damaged(
-        FileNotFoundError, f'its array index {item / _ARRAY_INDEX} is missing'
-      )
-    store_spec = {'driver': 'ocdbt', 'base': store_spec}
-  try:
-    store = ts.KvStore.open(store_spec).result()
-    keys = [key.decode() for key in store.list().result()]
-  except Exception as err:
-    raise damaged(
-      ValueError, f'its array index in {item} is unreadable ({_reason(err)})'
-    ) from err
-  array_metadata = 'zarr.json' if metadata.get('use_zarr3') else '.zarray'
-  missing = [
-    name
-    for stored_name, (name, _) in sorted(arrays.items())
-    if f'{stored_name}/{array_metadata}' not in keys
-  ]
-  if missing:
-    raise damaged(
-      FileNotFoundError,
-      f'{_variables_named(missing)} missing from its arrays in {item}',
-    )
-  if not check_data:
-    return
-  # Each key is an array's name, then '/', then its metadata or a chunk.
-  reads = {
-    key: store.read(key, byte_range=slice(-1, None))
-    for key in keys
-    if key.partition('/')[0] in arrays
-  }
-  broken = set()
-  for key, read in reads.items():
-    try:
-      intact = bool(read.result().value)  # A deleted data file reads empty.
-    except Exception:  # TensorStore's error when a data file is truncated.
-      intact = False
-    if not intact:
-      broken.add(arrays[key.partition('/')[0]][0])
-  if broken:
-    raise damaged(
-      ValueError,
-      f'the data of {_variables_named(sorted(broken))} truncated or missing'
-      f' in {item}',
-    )
-
-
-def _variables_named(names: list[str]) -> str:
-  """``'variable a is'`` or ``'variables a, b are'``."""
-  if len(names) == 1:
-    return f'variable {names[0]} is'
-  return f'variables {", ".join(names)} are'
-
-
-def _read_json(
-  file: epath.Path, damaged: Callable[[type[Exception], str], Exception]
-) -> dict[str, Any]:
-  """The JSON object in ``file``; ``damaged``'s error if missing or corrupt."""
-  try:
-    text = file.read_text()
-  except FileNotFoundError as err:
-    raise damaged(FileNotFoundError, f'its file {file} is missing') from err
-  except (OSError, UnicodeDecodeError) as err:
-    raise damaged(ValueError, f'its file {file} is unreadable ({err})') from err
-  try:
-    value = json.loads(text)
-  except json.JSONDecodeError as err:
-    raise damaged(
-      ValueError, f'its file {file} is corrupt JSON ({err})'
-    ) from err
-  if not isinstance(value, dict):
-    raise damaged(ValueError, f'its file {file} holds no JSON object')
-  return value
-
-
-def _damaged(
-  error: type[Exception], function: str, directory: str, step: int, part: str
-) -> Exception:
-  """The error ``function`` raises for a damaged step, naming the damage."""
-  return error(
-    f'checkpoint.{function}: step {step} of the checkpoint {directory} is'
-    f' damaged: {part}. {_IF_DAMAGED[function]}'
+    dotted[stored] = shown
+    _check_leaf(leaf, f'{where} leaf {shown}', function == 'restore')
+  return jax.tree.map(
+    lambda leaf: np.asarray(leaf) if isinstance(leaf, np.generic) else leaf,
+    tree,
   )
 
 
-def _root_cause(err: BaseException) -> BaseException:
-  while err.__cause__ is not None:
-    err = err.__cause__
-  return err
-
-
-def _reason(err: BaseException) -> str:
-  """The first line of the error at the root of ``err``, without specs."""
-  err = _root_cause(err)
-  text = str(err).split(' [tensorstore_spec=')[0].split(' See full')[0]
-  text = text.strip().splitlines()[0] if text.strip() else ''
-  return f'{type(err).__name__}: {text[:300]}'
-
-
-@contextlib.contextmanager
-def _quiet_orbax() -> Iterator[None]:
-  """Keeps what a failed Orbax read leaves behind off stderr.
-
-  When one array fails to read, Orbax closes its event loop on its other
-  reads, whose errors then reach ``sys.unraisablehook``, the ``asyncio``
-  logger and ``warnings`` from TensorStore's threads, as tracebacks of what
-  the error we raise reports. Those are held back while Orbax runs and,
-  after a failure, until every task abandoned on a closed loop is gone;
-  anything else passes.
-  """
-  unraisable_hook = sys.unraisablehook
-  asyncio_logger = logging.getLogger('asyncio')
-
-  def hook(unraisable: Any) -> None:
-    if not _raised_in_orbax(unraisable.exc_traceback):
-      unraisable_hook(unraisable)
-
-  def keep(record: logging.LogRecord) -> bool:
-    return 'exception was never retrieved' not in record.getMessage() and not (
-      record.exc_info and _raised_in_orbax(record.exc_info[2])
-    )
-
-  sys.unraisablehook = hook
-  asyncio_logger.addFilter(keep)
-  try:
-    with warnings.catch_warnings():
-      warnings.filterwarnings(
-        'ignore', "coroutine '.*' was never awaited", RuntimeWarning
+def _check_leaf(leaf: Any, where: str, abstract: bool) -> None:
+  """Raises our error for a leaf that cannot be stored (or is no target)."""
+  if type(leaf) in _PYTHON_SCALARS or isinstance(leaf, bool):
+    if isinstance(leaf, int) and not -(2**63) <= leaf < 2**63:
+      raise ValueError(
+        f'{where} is the Python int {leaf}, beyond int64, the largest'
+        ' integer Orbax stores; store it as a float or split it.'
       )
-      try:
-        yield
-      except BaseException as err:
-        _release_frames(err)
-        _await_abandoned_tasks()
-        raise
-  finally:
-    asyncio_logger.removeFilter(keep)
-    sys.unraisablehook = unraisable_hook
-
-
-def _await_abandoned_tasks() -> None:
-  """Waits until the tasks left pending on closed event loops are freed.
-
-  Each is freed once the TensorStore read it waits on ends; the garbage
-  collector then finalizes it, here rather than at some later moment.
-  """
-  gc.collect()
-  abandoned = [
-    weakref.ref(task)
-    for task in gc.get_objects()
-    if isinstance(task, asyncio.Task)
-    and not task.done()
-    and task.get_loop().is_closed()
-  ]
-  give_up = time.monotonic() + _ABANDONED_TASKS_TIMEOUT_S
-  while any(task() is not None for task in abandoned):
-    if time.monotonic() > give_up:
-      return
-    time.sleep(0.01)
-    gc.collect()
-
-
-def _release_frames(err: BaseException | None) -> None:
-  """Frees the variables of the frames ``err`` and its causes went through.
-
-  Orbax's frames hold its abandoned reads, which would otherwise be
-  finalized, noisily, whenever the error is.
-  """
-  while err is not None:
-    traceback = err.__traceback__
-    while traceback is not None:
-      # A frame still running refuses; an abandoned read may raise on close.
-      with contextlib.suppress(Exception):
-        traceback.tb_frame.clear()
-      traceback = traceback.tb_next
-    err = err.__cause__ or err.__context__
-
-
-def _raised_in_orbax(traceback: Any) -> bool:
-  """Whether ``traceback`` runs through Orbax's or asyncio's code."""
-  while traceback is not None:
-    parts = traceback.tb_frame.f_code.co_filename.split(os.sep)
-    if 'orbax' in parts or 'asyncio' in parts:
-      return True
-    traceback = traceback.tb_next
-  return False
+    return
+  kinds = (jax.Array, np.ndarray, np.generic)
+  kinds += (jax.ShapeDtypeStruct,) if abstract else ()
+  dtype = getattr(leaf, 'dtype', None) if isinstance(leaf, kinds) else None
+  if dtype is not None and (
+    jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    or jnp.issubdtype(dtype, jnp.number)
+    or jnp.issubdtype(dtype, jnp.bool_)
+  ):
+    return
+  raise TypeError(
+    f'{where} is {leaf!r:.80} of type {type(leaf).__name__}'
+    f'{f" with dtype {dtype}" if dtype is not None else ""}; a leaf must be'
+    ' a JAX or NumPy array or NumPy scalar of a numeric or bool dtype, or a'
+    ' Python bool, int or float'
+    f'{", or a jax.ShapeDtypeStruct" if abstract else ""}.'
+  )
 
 
 def _map_with_names(function: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -698,28 +539,36 @@ def _key_name(key: Any) -> str:
   return str(key)
 
 
-def _stored_as(leaf: Any) -> tuple[tuple[int, ...], Any]:
-  """Shape and dtype under which ``leaf`` is stored; keys as their data."""
+def _stored_as(leaf: Any) -> tuple[tuple[int, ...], Any, str]:
+  """Shape, dtype and dtype's name under which ``leaf`` is stored.
+
+  A typed PRNG key is stored as its data; a Python number as a scalar of
+  the dtype of ``_PYTHON_SCALARS``.
+  """
+  if type(leaf) in _PYTHON_SCALARS:
+    dtype = _PYTHON_SCALARS[type(leaf)]
+    return (), dtype, f'{dtype} (a Python {type(leaf).__name__})'
   dtype = getattr(leaf, 'dtype', None)
   if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
     leaf = jax.eval_shape(jax.random.key_data, leaf)
     dtype = leaf.dtype
-  return tuple(np.shape(leaf) if dtype is None else leaf.shape), dtype
+  return tuple(np.shape(leaf)), dtype, str(jnp.dtype(dtype))
 
 
-def _variables(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
+def _variables(tree: Any) -> dict[str, tuple[tuple[int, ...], Any, str]]:
   """The shape and dtype under which each variable of ``tree`` is stored."""
   return {name: _stored_as(leaf) for name, leaf in _by_name(tree).items()}
 
 
 def _differences(
   saved: dict[str, tuple[tuple[int, ...], Any]],
-  given: dict[str, tuple[tuple[int, ...], Any]],
+  given: dict[str, tuple[tuple[int, ...], Any, str]],
   given_as: str,
 ) -> list[str]:
   """Every variable where ``given`` (called ``given_as``) differs from ``saved``.
 
-  A dtype of ``None`` (a Python scalar's) matches any.
+  Dtypes must be equal: a Python number counts as the dtype Orbax stores
+  it with, so that nothing is converted on restore.
   """
   problems = []
   missing = sorted(given.keys() - saved.keys())
@@ -729,19 +578,15 @@ def _differences(
   if unexpected:
     problems.append(f'{given_as} has no {", ".join(unexpected)}')
   for name in sorted(saved.keys() & given.keys()):
-    (saved_shape, saved_dtype), (shape, dtype) = saved[name], given[name]
+    (saved_shape, saved_dtype), (shape, dtype, label) = saved[name], given[name]
     if saved_shape != shape:
       problems.append(
         f'variable {name} has shape {saved_shape} in the checkpoint but'
         f' {shape} in {given_as}'
       )
-    elif (
-      dtype is not None
-      and saved_dtype is not None
-      and jnp.dtype(saved_dtype) != jnp.dtype(dtype)
-    ):
+    elif saved_dtype is not None and jnp.dtype(saved_dtype) != jnp.dtype(dtype):
       problems.append(
         f'variable {name} has dtype {jnp.dtype(saved_dtype)} in the'
-        f' checkpoint but {jnp.dtype(dtype)} in {given_as}'
+        f' checkpoint but {label} in {given_as}'
       )
   return problems
