@@ -61,7 +61,7 @@ FULL = {
   'steps': 100,
   'in_features': 64,
   'units': 128,
-  'repeats': 10,
+  'repeats': 20,
   'warmups': 2,
   'calls': 1,
 }
@@ -339,7 +339,8 @@ def goals(cell, entry):
 def print_table(results):
   header = (
     f'{"implementation":<32} {"fwd ms":>9} {"step ms":>9} {"fwd /base":>9}'
-    f' {"step /base":>10} {"spread":>7} {"compile s":>9} {"out err":>8}'
+    f' {"step /base":>10} {"cpu f/b":>7} {"cpu s/b":>7} {"spread":>7}'
+    f' {"compile s":>9} {"out err":>8}'
     f' {"grad err":>8}'
   )
   print(header)
@@ -350,6 +351,8 @@ def print_table(results):
         f'{name:<32} {r["forward_median_s"] * 1e3:9.3f}'
         f' {r["step_median_s"] * 1e3:9.3f}'
         f' {r["forward_over_baseline"]:9.3f} {r["step_over_baseline"]:10.3f}'
+        f' {r["forward_cpu_over_baseline"]:7.3f}'
+        f' {r["step_cpu_over_baseline"]:7.3f}'
         f' {max(r["forward_spread"], r["step_spread"]):7.1%}'
         f' {r["compile_forward_s"] + r["compile_step_s"]:9.2f}'
         f' {r["output_relative_error"]:8.1e}'
@@ -372,7 +375,8 @@ def print_table(results):
   print(
     "(/base: median over rounds of the time over the baseline's in the same"
     ' round, the baseline being flax_dense with the same mask, or Keras'
-    " without flax_dense's rows; spread: the"
+    " without flax_dense's rows; cpu f/b, s/b: the same for the process's"
+    ' CPU time, forward and step; spread: the'
     ' larger interquartile range over median of forward and step; errors'
     ' relative to Keras 3)'
   )
@@ -395,6 +399,7 @@ def main(argv=None):
     print(skipped, flush=True)
   results = {
     **bench_common.new_results(config, argv, info),
+    'flax_dense': os.path.dirname(fd.__file__),
     'skipped': skipped,
     'goals': GOALS,
     'cells': {},
