@@ -17,6 +17,7 @@ import time
 import flax
 import jax
 import jaxlib
+import numpy as np
 import optax
 
 
@@ -33,6 +34,7 @@ def machine_info(devices: bool = True, packages: tuple[str, ...] = ()) -> dict:
     'processor': platform.processor() or platform.machine(),
     'cpu_count': os.cpu_count(),
     'load_average_1min': os.getloadavg()[0],
+    'load_average_1_5_15min': list(os.getloadavg()),
     'jax': jax.__version__,
     'jaxlib': jaxlib.__version__,
     'flax': flax.__version__,
@@ -96,3 +98,25 @@ def config(args: argparse.Namespace, full: dict, quick: dict) -> dict:
     chosen['repeats'] = args.repeats
   os.makedirs(args.out, exist_ok=True)
   return chosen
+
+
+def relative_error(got, want) -> float:
+  """The largest absolute difference over the largest ``|want|``, in float64."""
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+
+
+def train_step(loss_fn, optimizer):
+  """An optax step of ``loss_fn(params, *batch) -> scalar``.
+
+  The step maps ``(params, opt_state, *batch)`` to ``(params, opt_state,
+  loss)`` (jit it with ``donate_argnums=(0, 1)`` and time it with
+  ``timing.time_calls(..., carry=2)``).
+  """
+
+  def step(params, opt_state, *batch):
+    loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return step

@@ -16,14 +16,14 @@ import argparse
 import json
 import os
 import statistics
-import time
 import traceback
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pallas_per_position as pallas
-from per_position_dense import relative_error
+import timing
+from bench_common import relative_error
 
 D, K = 256, 10
 SIZES = ((64, 1024), (8, 1024), (256, 1024), (64, 64), (64, 256), (64, 4096))
@@ -51,19 +51,16 @@ def bench(fn, args_list, calls=10, rounds=5):
 
   One program calls ``fn`` once on each of the argument sets (distinct
   arrays, so neither the L2 cache nor XLA can share work between calls);
-  ``calls`` runs of it are timed back to back, which hides the Python
-  dispatch of the program.
+  ``calls`` runs of it are timed back to back (``timing.time_calls``),
+  which hides the Python dispatch of the program, after a warm-up round.
   """
-  program = jax.jit(lambda sets: [fn(*a) for a in sets])
-  out = jax.block_until_ready(program(args_list))
-  times = []
-  for _ in range(rounds):
-    start = time.perf_counter()
-    for _ in range(calls):
-      out = program(args_list)
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) / calls / len(args_list))
-  return statistics.median(times)
+  program, _ = timing.compiled(lambda sets: [fn(*a) for a in sets], args_list)
+
+  def one_round():
+    return {'call': timing.time_calls(program, args_list, calls=calls)[1]}
+
+  samples = timing.interleave({'fn': one_round}, repeats=rounds)
+  return statistics.median(samples['fn']['call']) / len(args_list)
 
 
 def machine():

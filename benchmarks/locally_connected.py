@@ -16,8 +16,9 @@ Adam update, parameters and optimizer state donated) of
 at a few sizes, all with the same weights (ConvLocal orders a window's
 features channel-major, so its kernel is ours with the two window axes
 swapped) and checked to give the same outputs and gradients.
-Implementations are timed in turn within each repeat, after warm-ups, and
-medians are kept, so other processes sharing the CPU slow all alike.
+They are timed with ``timing.py`` (in turn within each round, after a
+warm-up round; medians, and each time over ``fd.LocallyConnected1D``'s in
+the same round), so other processes sharing the CPU slow all alike.
 
 Usage::
 
@@ -30,9 +31,7 @@ Prints a table and writes ``locally_connected.json`` under ``--out``
 
 import functools
 import os
-import statistics
 import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -46,6 +45,8 @@ from flax_dense._src.ops.locally_connected import windows as windows_of
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common  # noqa: E402
+import timing  # noqa: E402
+from bench_common import relative_error  # noqa: E402
 
 SIZE_KEYS = (
   'batch',
@@ -55,6 +56,7 @@ SIZE_KEYS = (
   'kernel_size',
   'strides',
 )
+OURS = 'fd.LocallyConnected1D'
 #: Sizes as (batch, steps, in_features, filters, kernel_size, strides).
 FULL = {
   'sizes': [
@@ -122,7 +124,7 @@ def implementations(kernel_size, strides):
     }
 
   return {
-    'fd.LocallyConnected1D': (fd_apply, lambda p: p),
+    OURS: (fd_apply, lambda p: p),
     'vmap(locally_connected_1d)': (vmap_apply, lambda p: p),
     'windows -> PerPositionDense path': (windows_apply, lambda p: p),
     'flax nn.ConvLocal': (conv_local_apply, to_conv_local),
@@ -131,22 +133,6 @@ def implementations(kernel_size, strides):
 
 def loss_fn(apply, params, x, targets):
   return jnp.mean((apply(params, x) - targets) ** 2)
-
-
-def make_step(apply, optimizer):
-  def step(params, opt_state, x, targets):
-    loss, grads = jax.value_and_grad(functools.partial(loss_fn, apply))(
-      params, x, targets
-    )
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return step
-
-
-def relative_error(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
 
 
 def problem(batch, steps, in_features, filters, kernel_size, strides):
@@ -166,32 +152,28 @@ def problem(batch, steps, in_features, filters, kernel_size, strides):
   return params, x, targets
 
 
-def timed(fn, *args):
-  start = time.perf_counter()
-  outputs = jax.block_until_ready(fn(*args))
-  return outputs, time.perf_counter() - start
-
-
 def bench_size(size, repeats):
   """Times every implementation at one size, interleaved; checks outputs."""
   batch, steps, in_features, filters, kernel_size, strides = size
   params, x, targets = problem(*size)
   optimizer = optax.adam(1e-3)
   peers = implementations(kernel_size, strides)
-  programs, records = {}, {}
+  rounds, records = {}, {}
   reference_out = reference_grads = None
   for name, (apply, convert) in peers.items():
     peer_params = convert(params)
-    start = time.perf_counter()
-    forward = jax.jit(apply).lower(peer_params, x).compile()
-    step = (
-      jax.jit(make_step(apply, optimizer), donate_argnums=(0, 1))
-      .lower(peer_params, optimizer.init(peer_params), x, targets)
-      .compile()
+    loss = functools.partial(loss_fn, apply)
+    forward, forward_compile_s = timing.compiled(apply, peer_params, x)
+    state = (jax.tree.map(jnp.copy, peer_params), optimizer.init(peer_params))
+    step, step_compile_s = timing.compiled(
+      bench_common.train_step(loss, optimizer),
+      *state,
+      x,
+      targets,
+      donate_argnums=(0, 1),
     )
-    compile_s = time.perf_counter() - start
     outputs = forward(peer_params, x)
-    grads = jax.grad(functools.partial(loss_fn, apply))(peer_params, x, targets)
+    grads = jax.grad(loss)(peer_params, x, targets)
     if name == 'flax nn.ConvLocal':  # back to our kernel layout to compare
       length = grads['kernel'].shape[0]
       grads = dict(
@@ -204,52 +186,34 @@ def bench_size(size, repeats):
     if reference_out is None:
       reference_out, reference_grads = outputs, grads
     records[name] = {
-      'compile_s': compile_s,
+      'compile_s': forward_compile_s + step_compile_s,
       'output_relative_error': relative_error(outputs, reference_out),
       'gradient_relative_error': max(
         relative_error(grads[k], reference_grads[k]) for k in grads
       ),
-      'forward_wall_s': [],
-      'step_wall_s': [],
     }
-    state = (
-      jax.tree.map(jnp.copy, peer_params),
-      optimizer.init(peer_params),
+    rounds[name] = timing.forward_and_step(
+      forward, (peer_params, x), step, state, (x, targets)
     )
-    programs[name] = (forward, peer_params, step, state)
-  for repeat in range(repeats + 1):  # the first round warms up
-    for name, (forward, peer_params, step, state) in programs.items():
-      _, forward_s = timed(forward, peer_params, x)
-      (*state, _), step_s = timed(step, *state, x, targets)
-      programs[name] = (forward, peer_params, step, tuple(state))
-      if repeat:
-        records[name]['forward_wall_s'].append(forward_s)
-        records[name]['step_wall_s'].append(step_s)
-  for record in records.values():
-    record['forward_median_s'] = statistics.median(record['forward_wall_s'])
-    record['step_median_s'] = statistics.median(record['step_wall_s'])
-  ours = records['fd.LocallyConnected1D']
-  for record in records.values():
-    record['forward_ratio_to_fd'] = (
-      record['forward_median_s'] / ours['forward_median_s']
-    )
-    record['step_ratio_to_fd'] = record['step_median_s'] / ours['step_median_s']
+  samples = timing.interleave(rounds, repeats, warmups=1)
+  for name, summary in timing.summarize(samples, OURS).items():
+    records[name].update(summary)
   return records
 
 
 def print_table(results):
   print(
     f'{"B, L, D, F, k, s":<26} {"implementation":<34} {"forward ms":>10}'
-    f' {"x fd":>6} {"step ms":>9} {"x fd":>6} {"rel err":>8}'
+    f' {"/fd":>6} {"step ms":>9} {"/fd":>6} {"rel err":>8}'
   )
   for entry in results['sizes']:
     size = ', '.join(str(entry[key]) for key in SIZE_KEYS)
     for name, record in entry['implementations'].items():
       print(
         f'{size:<26} {name:<34} {record["forward_median_s"] * 1e3:>10.3f}'
-        f' {record["forward_ratio_to_fd"]:>6.2f}'
+        f' {record["forward_over_baseline"]:>6.2f}'
         f' {record["step_median_s"] * 1e3:>9.3f}'
-        f' {record["step_ratio_to_fd"]:>6.2f}'
+        f' {record["step_over_baseline"]:>6.2f}'
         f' {record["output_relative_error"]:>8.1e}'
       )
 

@@ -7,9 +7,10 @@ as two local processes with 4 each, joined by ``jax.distributed`` over
 reference without collectives. Each run reports its median step time
 (steps after the first two, which compile: the jitted step up to reading
 its loss), its median time to make and place its process's rows of the
-batch, and what each process holds: its bytes of the batch and of the train state on its
-devices, and its peak resident memory. The topologies are run in turn
-within each repeat, and medians over repeats are kept, so other processes
+batch, and what each process holds: its bytes of the batch and of the train
+state on its devices, and its peak resident memory. The topologies are run
+in turn within each repeat (``timing.interleave``), and medians over repeats
+are kept, with each time over 1 x 8's in the same repeat, so other processes
 sharing the CPU slow all alike.
 
 Simulated CPU devices share this machine's cores, so these figures price
@@ -26,7 +27,6 @@ Prints a table and writes ``multiprocess.json`` under ``--out`` (default
 """
 
 import os
-import statistics
 import sys
 import time
 
@@ -35,12 +35,14 @@ sys.path.insert(
 )
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common  # noqa: E402
+import timing  # noqa: E402
 import train_sharded  # noqa: E402
 
 SIZE_KEYS = ('batch', 'positions', 'in_features', 'classes')
 #: (processes, devices per process), all on one ('data', 'model') mesh of
 #: 2 x 4 but the reference, which has one device.
 TOPOLOGIES = ((1, 8), (2, 4), (1, 1))
+BASELINE = '1x8'
 FULL = {
   # The example's task, and one with more arithmetic per step.
   'sizes': [(256, 64, 32, 10), (512, 128, 128, 64)],
@@ -50,42 +52,58 @@ FULL = {
 QUICK = {'sizes': [(16, 8, 4, 3)], 'steps': 6, 'repeats': 1}
 
 
-def run(size, processes, devices, steps):
-  """One launch of the example; its results and wall time."""
+def name(processes, devices):
+  return f'{processes}x{devices}'
+
+
+def launch(size, processes, devices, steps, launches):
+  """The :func:`timing.interleave` round of one topology.
+
+  A round launches the example once and returns its median step and feed
+  seconds (the example times its own steps) and the launch's wall time;
+  the results of every launch are appended to ``launches``.
+  """
   batch, positions, in_features, classes = size
-  start = time.perf_counter()
-  results = train_sharded.main(
-    [f'--batch-size={batch}', f'--positions={positions}']
-    + [f'--in-features={in_features}', f'--classes={classes}']
-    + [f'--train-samples={batch * 4}', f'--test-samples={batch}']
-    + [f'--steps={steps}', '--quiet']
-    + [f'--processes={processes}', f'--devices-per-process={devices}']
-  )
-  return results, time.perf_counter() - start
+
+  def one_round():
+    start = time.perf_counter()
+    results = train_sharded.main(
+      [f'--batch-size={batch}', f'--positions={positions}']
+      + [f'--in-features={in_features}', f'--classes={classes}']
+      + [f'--train-samples={batch * 4}', f'--test-samples={batch}']
+      + [f'--steps={steps}', '--quiet']
+      + [f'--processes={processes}', f'--devices-per-process={devices}']
+    )
+    wall = time.perf_counter() - start
+    launches.append(results)
+    return {
+      'step': results['step_seconds'],
+      'feed': results['feed_seconds'],
+      'launch_wall': wall,
+    }
+
+  return one_round
 
 
 def bench_size(size, steps, repeats):
   """Every topology at ``size``, interleaved over ``repeats``."""
   launches = {topology: [] for topology in TOPOLOGIES}
-  for _ in range(repeats):
-    for topology in TOPOLOGIES:
-      launches[topology].append(run(size, *topology, steps))
+  rounds = {
+    name(*topology): launch(size, *topology, steps, launches[topology])
+    for topology in TOPOLOGIES
+  }
+  # Every launch compiles its own programs: no warm-up round.
+  summaries = timing.summarize(
+    timing.interleave(rounds, repeats, warmups=0), BASELINE
+  )
   records = {}
   for (processes, devices), runs in launches.items():
-    first = runs[0][0]
-    records[f'{processes}x{devices}'] = {
+    first = runs[0]
+    records[name(processes, devices)] = {
       'processes': processes,
       'devices_per_process': devices,
       'mesh': first['mesh'],
-      'step_s': [results['step_seconds'] for results, _ in runs],
-      'step_median_s': statistics.median(
-        results['step_seconds'] for results, _ in runs
-      ),
-      'feed_s': [results['feed_seconds'] for results, _ in runs],
-      'feed_median_s': statistics.median(
-        results['feed_seconds'] for results, _ in runs
-      ),
-      'launch_wall_s': [wall for _, wall in runs],
+      **summaries[name(processes, devices)],
       'final_loss': first['losses'][-1],
       'global_batch_bytes': first['global_batch_bytes'],
       'global_state_bytes': first['global_state_bytes'],
@@ -102,18 +120,17 @@ def bench_size(size, steps, repeats):
 
 def print_table(results):
   print(
-    f'{"B, P, D, K":<20} {"topology":<9} {"step ms":>9} {"x 1x8":>6}'
+    f'{"B, P, D, K":<20} {"topology":<9} {"step ms":>9} {"/1x8":>6}'
     f' {"feed ms":>8}'
     f' {"batch KiB/proc":>15} {"state KiB/proc":>15} {"RSS MiB/proc":>13}'
   )
   for entry in results['sizes']:
     size = ', '.join(str(entry[key]) for key in SIZE_KEYS)
-    reference = entry['topologies']['1x8']['step_median_s']
     for name, record in entry['topologies'].items():
       per_process = record['per_process']
       print(
         f'{size:<20} {name:<9} {record["step_median_s"] * 1e3:>9.2f}'
-        f' {record["step_median_s"] / reference:>6.2f}'
+        f' {record["step_over_baseline"]:>6.2f}'
         f' {record["feed_median_s"] * 1e3:>8.2f}'
         f' {max(p["batch_bytes"] for p in per_process) / 1024:>15.1f}'
         f' {max(p["state_bytes"] for p in per_process) / 1024:>15.1f}'

@@ -19,10 +19,11 @@ and Adam update, parameters and optimizer state donated) of
 
 all with the same parameters (every one of them stores a ``(P, D, K)``
 kernel and a ``(P, K)`` bias) and checked to give the same outputs and
-gradients. Implementations are timed in turn within each repeat (in a
-new order each repeat), after warm-ups, and medians are kept, so that
-other processes sharing the CPU slow all of them alike; each time over
-``fd.PerPositionDense``'s in the same repeat is kept too. It also measures
+gradients. Implementations are timed with ``timing.py`` beside this
+script: in turn within each repeat (in a new order each repeat), after
+warm-ups, medians kept, so that other processes sharing the CPU slow all
+of them alike; each time over ``fd.PerPositionDense``'s in the same repeat
+is kept too (``*_over_baseline``). It also measures
 the machine (memory bandwidth, matmul rate) and reports each time as a
 fraction of the roofline
 ``max(bytes / bandwidth, flops / matmul rate)``, plus compile time against
@@ -49,10 +50,7 @@ import argparse
 import functools
 import math
 import os
-import random
-import statistics
 import sys
-import time
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
@@ -68,6 +66,8 @@ from flax_dense._src.ops import dense_kernels  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common  # noqa: E402
+import timing  # noqa: E402
+from bench_common import relative_error  # noqa: E402
 
 FULL = {
   'batch_sizes': (8, 64, 256),
@@ -223,44 +223,7 @@ def make_step(apply, optimizer):
   The step maps ``(params, opt_state, x, labels)`` to ``(params, opt_state,
   loss)``.
   """
-
-  def step(params, opt_state, x, labels):
-    loss, grads = jax.value_and_grad(functools.partial(loss_fn, apply))(
-      params, x, labels
-    )
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return step
-
-
-def compiled(fn, *args, **jit_kwargs):
-  """``(executable, seconds to lower and compile)``."""
-  start = time.perf_counter()
-  executable = jax.jit(fn, **jit_kwargs).lower(*args).compile()
-  return executable, time.perf_counter() - start
-
-
-def timed(fn, *args, calls=1):
-  """``(outputs, wall seconds, process CPU seconds)`` per call of ``fn``.
-
-  ``calls`` calls are made back to back and waited for once at the end, so
-  that on an accelerator the time is the device's, not the Python dispatch
-  of a single call. A function that returns its updated first arguments
-  (a training step: ``(params, opt_state, loss)``) gets them back on the
-  next call, so donated buffers are never reused.
-  """
-  wall, cpu = time.perf_counter(), time.process_time()
-  for _ in range(calls):
-    outputs = fn(*args)
-    if isinstance(outputs, tuple):
-      args = (*outputs[:-1], *args[len(outputs) - 1 :])
-  outputs = jax.block_until_ready(outputs)
-  return (
-    outputs,
-    (time.perf_counter() - wall) / calls,
-    (time.process_time() - cpu) / calls,
-  )
+  return bench_common.train_step(functools.partial(loss_fn, apply), optimizer)
 
 
 def replicas(params, x, labels, count):
@@ -329,26 +292,22 @@ def timing_programs(apply, step, forward, train_step, data, state_size=2):
   return forwards, (param_sets, xs), steps, (xs, labels), len(xs)
 
 
-def time_programs(programs, state, calls):
-  """Times :func:`timing_programs`' programs once, per call of the layer.
+def timing_round(programs, state, config):
+  """The ``timing.interleave`` round of :func:`timing_programs`' programs.
 
-  Returns:
-    ``(forward wall s, forward CPU s, step wall s, step CPU s, state)``,
-    ``state`` being the training state after the steps.
+  Times are per call of the layer, ``SETTLE_S`` idle before each program;
+  the round keeps the training ``state`` its steps leave.
   """
-  forward, forward_args, train_step, step_data, per = programs
-  time.sleep(SETTLE_S)
-  _, forward_wall, forward_cpu = timed(forward, *forward_args, calls=calls)
-  time.sleep(SETTLE_S)
-  (*state, _), step_wall, step_cpu = timed(
-    train_step, *state, *step_data, calls=calls
-  )
-  return (
-    forward_wall / per,
-    forward_cpu / per,
-    step_wall / per,
-    step_cpu / per,
+  forward, forward_args, train_step, step_data, calls_in_program = programs
+  return timing.forward_and_step(
+    forward,
+    forward_args,
+    train_step,
     state,
+    step_data,
+    calls=config['calls'],
+    calls_in_program=calls_in_program,
+    settle_s=SETTLE_S,
   )
 
 
@@ -364,10 +323,10 @@ def peer_run(make, params, x, labels, optimizer, data, check_gradients):
   :func:`loss_fn` (``None`` without ``check_gradients``).
   """
   apply = make(*params['kernel'].shape)
-  forward, forward_compile = compiled(apply, params, x)
+  forward, forward_compile = timing.compiled(apply, params, x)
   step = make_step(apply, optimizer)
   state = (jax.tree.map(jnp.copy, params), optimizer.init(params))
-  train_step, step_compile = compiled(
+  train_step, step_compile = timing.compiled(
     step, *state, x, labels, donate_argnums=(0, 1)
   )
   gradients = check_gradients and jax.jit(
@@ -435,8 +394,8 @@ def nnx_split_run(params, x, labels, optimizer, data, check_gradients):
     return nnx.state((model, optimizer)), loss
 
   states = [nnx.state(nnx_layer(p)) for p in param_sets]
-  forward, forward_compile = compiled(apply, states[0], x)
-  train_step, step_compile = compiled(
+  forward, forward_compile = timing.compiled(apply, states[0], x)
+  train_step, step_compile = timing.compiled(
     step, train_state, x, labels, donate_argnums=0
   )
   gradients = check_gradients and nnx.to_pure_dict(
@@ -455,13 +414,6 @@ def nnx_split_run(params, x, labels, optimizer, data, check_gradients):
   )
 
 
-def first_call(fn, *args):
-  """``(outputs, seconds)`` of a first call: trace, compile and run."""
-  start = time.perf_counter()
-  outputs = jax.block_until_ready(fn(*args))
-  return outputs, time.perf_counter() - start
-
-
 def nnx_jit_run(params, x, labels, optimizer, data, check_gradients):
   """``fd.nnx.PerPositionDense`` and ``nnx.Optimizer`` passed to ``nnx.jit``.
 
@@ -476,8 +428,8 @@ def nnx_jit_run(params, x, labels, optimizer, data, check_gradients):
   state = (model, nnx.Optimizer(model, optimizer, wrt=nnx.Param))
   forward = nnx.jit(call)
   jitted_step = nnx.jit(nnx_step, donate_argnums=(0, 1))
-  outputs, forward_compile = first_call(forward, models[0], x)
-  _, step_compile = first_call(jitted_step, *state, x, labels)
+  outputs, forward_compile = timing.first_call(forward, models[0], x)
+  _, step_compile = timing.first_call(jitted_step, *state, x, labels)
   gradients = check_gradients and nnx.to_pure_dict(
     nnx.jit(nnx.grad(functools.partial(loss_fn, call)))(models[0], x, labels)
   )
@@ -516,11 +468,6 @@ if jax.default_backend() == 'gpu':
   IMPLEMENTATIONS['pallas kernels'] = peer(make_pallas)
 
 
-def relative_error(got, want):
-  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-  return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
-
-
 def problem(batch, positions, in_features, features, seed=0):
   rng = np.random.default_rng(seed)
   bound = math.sqrt(6 / (in_features + features))
@@ -541,17 +488,24 @@ def problem(batch, positions, in_features, features, seed=0):
 def measure_machine(config):
   """Best memory read bandwidth (bytes/s) and float32 matmul rate (flop/s)."""
   data = jnp.ones((config['bandwidth_bytes'] // BYTES,), jnp.float32)
-  reduce, _ = compiled(jnp.sum, data)
+  reduce, _ = timing.compiled(jnp.sum, data)
   size = config['matmul_size']
   a = jnp.ones((size, size), jnp.float32)
-  matmul, _ = compiled(jnp.matmul, a, a)
-  bandwidth, rate = 0.0, 0.0
-  for _ in range(config['warmups'] + 2 * config['repeats']):
-    _, wall, _ = timed(reduce, data, calls=config['calls'])
-    bandwidth = max(bandwidth, data.nbytes / wall)
-    _, wall, _ = timed(matmul, a, a, calls=config['calls'])
-    rate = max(rate, 2 * size**3 / wall)
-  return bandwidth, rate
+  matmul, _ = timing.compiled(jnp.matmul, a, a)
+  calls = config['calls']
+  rounds = {
+    'read': lambda: {'read': timing.time_calls(reduce, data, calls=calls)[1]},
+    'matmul': lambda: {
+      'matmul': timing.time_calls(matmul, a, a, calls=calls)[1]
+    },
+  }
+  samples = timing.interleave(
+    rounds, 2 * config['repeats'], warmups=config['warmups']
+  )
+  return (
+    data.nbytes / min(samples['read']['read']),
+    2 * size**3 / min(samples['matmul']['matmul']),
+  )
 
 
 def roofline(batch, positions, in_features, features, machine, program):
@@ -575,16 +529,6 @@ def roofline(batch, positions, in_features, features, machine, program):
   return max(moved * BYTES / bandwidth, flops / rate)
 
 
-def shuffled(names, repeat):
-  """``names`` in the order of repeat ``repeat``: shuffled, seeded by it.
-
-  In a fixed order each implementation always follows the same one, so
-  whatever the one before leaves behind (see ``SETTLE_S``) would weigh on
-  it in every repeat.
-  """
-  return random.Random(repeat).sample(names, len(names))
-
-
 def bench_size(batch, positions, config, machine, check_gradients):
   """Times every implementation at one size; returns their records."""
   in_features, features = config['in_features'], config['features']
@@ -595,7 +539,7 @@ def bench_size(batch, positions, config, machine, check_gradients):
     for name in IMPLEMENTATIONS
     if name != LOOP or positions <= config['loop_max_positions']
   ]
-  runs, records = {}, {}
+  rounds, records = {}, {}
   reps = config['calls_in_program']
   data = replicas(params, x, labels, reps)
   reference = make_reference(positions, in_features, features)
@@ -617,51 +561,22 @@ def bench_size(batch, positions, config, machine, check_gradients):
       'compile_step_s': step_compile,
       'output_relative_error': relative_error(outputs, expected),
       'calls_in_program': calls_in_program,
-      'forward_wall_s': [],
-      'forward_cpu_s': [],
-      'step_wall_s': [],
-      'step_cpu_s': [],
     }
     if check_gradients:
       record['gradient_relative_error'] = max(
         relative_error(grads[k], expected_grads[k]) for k in ('kernel', 'bias')
       )
-    runs[name] = [programs, state]
+    rounds[name] = timing_round(programs, state, config)
     records[name] = record
-  for repeat in range(config['warmups'] + config['repeats']):
-    for name in shuffled(names, repeat):
-      programs, state = runs[name]
-      forward_wall, forward_cpu, step_wall, step_cpu, state = time_programs(
-        programs, state, config['calls']
-      )
-      runs[name][1] = state
-      if repeat >= config['warmups']:
-        record = records[name]
-        record['forward_wall_s'].append(forward_wall)
-        record['forward_cpu_s'].append(forward_cpu)
-        record['step_wall_s'].append(step_wall)
-        record['step_cpu_s'].append(step_cpu)
-  ours = records[OURS]
-  for record in records.values():
+  # Each time is also kept over ours in the same round, where the two ran
+  # seconds apart: a load on the machine that changes between rounds
+  # cancels out.
+  summaries = timing.summarize(
+    timing.interleave(rounds, config['repeats'], config['warmups']), OURS
+  )
+  for name, record in records.items():
+    record.update(summaries[name])
     for program in ('forward', 'step'):
-      record[f'{program}_median_s'] = statistics.median(
-        record[f'{program}_wall_s']
-      )
-      # Time over ours in the same repeat, where the two ran seconds apart:
-      # a load on the machine that changes between repeats cancels out.
-      record[f'{program}_over_ours_paired'] = statistics.median(
-        [
-          seconds / our_seconds
-          for seconds, our_seconds in zip(
-            record[f'{program}_wall_s'],
-            ours[f'{program}_wall_s'],
-            strict=True,
-          )
-        ]
-      )
-      record[f'{program}_cpu_median_s'] = statistics.median(
-        record[f'{program}_cpu_s']
-      )
       bound = roofline(
         batch,
         positions,
@@ -716,41 +631,28 @@ def bench_bfloat16(config, machine):
     ),
   }
   optimizer = optax.adam(1e-3)
-  records = {}
+  rounds, records = {}, {}
   for name, (apply, weights, inputs) in variants.items():
-    forward, _ = compiled(apply, weights, inputs)
+    forward, _ = timing.compiled(apply, weights, inputs)
 
     step = make_step(apply, optimizer)
     state = (jax.tree.map(jnp.copy, weights), optimizer.init(weights))
-    train_step, _ = compiled(
+    train_step, _ = timing.compiled(
       step, *state, inputs, labels, donate_argnums=(0, 1)
     )
     outputs = np.asarray(forward(weights, inputs), np.float64)
     want = exact32 if inputs.dtype == jnp.float32 else exact
-    record = {
-      'relative_error_vs_exact': relative_error(outputs, want),
-      'forward_wall_s': [],
-      'step_wall_s': [],
-    }
+    records[name] = {'relative_error_vs_exact': relative_error(outputs, want)}
     data = replicas(weights, inputs, labels, config['calls_in_program'])
     programs = timing_programs(apply, step, forward, train_step, data)
-    records[name] = (record, programs, state)
-  for repeat in range(config['warmups'] + config['repeats']):
-    for name in shuffled(list(records), repeat):
-      record, programs, state = records[name]
-      forward_wall, _, step_wall, _, state = time_programs(
-        programs, state, config['calls']
-      )
-      records[name] = (record, programs, state)
-      if repeat >= config['warmups']:
-        record['forward_wall_s'].append(forward_wall)
-        record['step_wall_s'].append(step_wall)
-  result = {}
-  for name, (record, *_) in records.items():
-    record['forward_median_s'] = statistics.median(record['forward_wall_s'])
-    record['step_median_s'] = statistics.median(record['step_wall_s'])
-    result[name] = record
-  return result
+    rounds[name] = timing_round(programs, state, config)
+  summaries = timing.summarize(
+    timing.interleave(rounds, config['repeats'], config['warmups']),
+    'float32 (auto path)',
+  )
+  for name, record in records.items():
+    record.update(summaries[name])
+  return records
 
 
 def print_table(results):
@@ -771,8 +673,8 @@ def print_table(results):
         f' {r["step_median_s"] * 1e3:9.2f}'
         f' {keras["forward_median_s"] / r["forward_median_s"]:6.2f}'
         f' {keras["step_median_s"] / r["step_median_s"]:6.2f}'
-        f' {r["forward_over_ours_paired"]:7.3f}'
-        f' {r["step_over_ours_paired"]:8.3f}'
+        f' {r["forward_over_baseline"]:7.3f}'
+        f' {r["step_over_baseline"]:8.3f}'
         f' {r["forward_roofline_fraction"]:8.1%}'
         f' {r["step_roofline_fraction"]:9.1%}'
         f' {r["compile_forward_s"] + r["compile_step_s"]:9.2f}'

@@ -1,6 +1,7 @@
-"""The benchmark runs in quick mode and writes well-formed JSON and PNG.
+"""The benchmarks run in quick mode and write well-formed results.
 
-No timing is asserted: the machine running the tests may be busy.
+Also the timing helpers they share (``benchmarks/timing.py``). No benchmark
+figure is asserted: the machine running the tests may be busy.
 """
 
 import argparse
@@ -10,7 +11,9 @@ import subprocess
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 SCRIPT = os.path.join(
@@ -18,6 +21,10 @@ SCRIPT = os.path.join(
 )
 sys.path.insert(0, os.path.dirname(SCRIPT))
 import per_position_dense  # noqa: E402
+import recurrent  # noqa: E402
+import timing  # noqa: E402
+
+import flax_dense as fd  # noqa: E402
 
 NNX_PEERS = ('fd.nnx split/merge', 'fd.nnx nnx.jit')
 
@@ -53,15 +60,15 @@ def test_quick_benchmark_writes_json_and_png(tmp_path):
   for entry in results['sizes']:
     assert set(entry['implementations']) == peers
     for record in entry['implementations'].values():
-      assert len(record['forward_wall_s']) == 1
+      assert len(record['forward_s']) == 1
       assert record['forward_median_s'] > 0 and record['step_median_s'] > 0
       assert record['compile_forward_s'] > 0
       assert 0 < record['forward_roofline_fraction']
       assert record['output_relative_error'] < 1e-5
       assert record.get('gradient_relative_error', 0) < 1e-5
-      assert record['step_over_ours_paired'] > 0
+      assert record['step_over_baseline'] > 0
     assert entry['implementations']['fd.PerPositionDense'][
-      'forward_over_ours_paired'
+      'forward_over_baseline'
     ] == pytest.approx(1)
   assert any(
     'gradient_relative_error' in r
@@ -75,26 +82,100 @@ def test_quick_benchmark_writes_json_and_png(tmp_path):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
-def test_time_programs_gives_seconds_per_call():
-  """One call per program on the CPU: times are not divided by the batch."""
+def test_forward_and_step_gives_seconds_per_call_and_keeps_the_state():
+  """Calls are waited for, divided out, and the step's state carried on."""
   pause = 0.02
+  counts = []
 
   def forward(params, x):
     time.sleep(pause)
     return x
 
-  def train_step(params, x, labels):
+  def train_step(count, x):
     time.sleep(pause)
-    return params, labels.sum()
+    counts.append(count)
+    return count + 1, x
 
-  x, labels = jnp.ones((8, 4, 3)), jnp.ones((8, 4))
-  programs = (forward, ({}, x), train_step, (x, labels), 1)
-  forward_wall, _, step_wall, _, state = per_position_dense.time_programs(
-    programs, ({},), calls=2
+  one_round = timing.forward_and_step(
+    forward, ({}, 1), train_step, (0,), (1,), calls=2
   )
-  assert pause <= forward_wall < 10 * pause
-  assert pause <= step_wall < 10 * pause
-  assert state == [{}]
+  seconds = one_round()
+  assert set(seconds) == {'forward', 'forward_cpu', 'step', 'step_cpu'}
+  assert pause <= seconds['forward'] < 10 * pause
+  assert pause <= seconds['step'] < 10 * pause
+  assert seconds['step_cpu'] < pause  # sleeping takes no CPU time
+  one_round()
+  assert counts == [0, 1, 2, 3]  # each call and round goes on from the last
+
+  halved = timing.forward_and_step(
+    forward, ({}, 1), train_step, (0,), (1,), calls_in_program=2
+  )()
+  assert pause / 2 <= halved['forward'] < 5 * pause
+
+
+def test_time_calls_waits_for_the_outputs():
+  """JAX dispatches asynchronously: the clock stops once outputs are ready."""
+  slow = jax.jit(lambda a: jnp.linalg.matrix_power(a, 16))
+  a = jnp.eye(512) * 0.5
+  slow(a).block_until_ready()
+  outputs, seconds, _ = timing.time_calls(slow, a)
+  assert outputs.is_ready()
+  assert seconds > 0
+
+
+def test_interleave_keeps_rounds_after_warmups_in_shuffled_orders():
+  order = []
+
+  def round_of(name):
+    def one_round():
+      order.append(name)
+      return {'t': float(len(order))}
+
+    return one_round
+
+  names = ('a', 'b', 'c', 'd')
+  samples = timing.interleave(
+    {name: round_of(name) for name in names}, repeats=3, warmups=2
+  )
+  assert len(order) == 20
+  assert [len(samples[name]['t']) for name in names] == [3, 3, 3, 3]
+  rounds = [tuple(order[i : i + 4]) for i in range(0, 20, 4)]
+  assert all(sorted(r) == list(names) for r in rounds)
+  assert len(set(rounds)) > 1  # not the same order every round
+  # Kept samples are those of rounds 3 to 5 (calls 9 to 20).
+  assert min(min(s['t']) for s in samples.values()) >= 9
+
+
+def test_summarize_gives_medians_spreads_and_paired_ratios():
+  samples = {
+    'ours': {'forward': [1.0, 2.0, 4.0, 3.0, 10.0]},
+    'theirs': {'forward': [2.0, 3.0, 8.0, 9.0, 20.0]},
+  }
+  records = timing.summarize(samples, 'ours')
+  ours, theirs = records['ours'], records['theirs']
+  assert ours['forward_s'] == [1.0, 2.0, 4.0, 3.0, 10.0]
+  assert ours['forward_median_s'] == 3.0
+  assert ours['forward_min_s'] == 1.0
+  assert ours['forward_spread'] == pytest.approx((4.0 - 2.0) / 3.0)
+  assert ours['forward_over_baseline'] == 1.0
+  # Per-round ratios 2, 1.5, 2, 3, 2: their median, not 8 / 3.
+  assert theirs['forward_over_baseline'] == 2.0
+  by_name = timing.summarize(samples, {'ours': 'theirs', 'theirs': 'theirs'})
+  assert by_name['ours']['forward_over_baseline'] == 0.5
+  assert by_name['theirs']['forward_over_baseline'] == 1.0
+  assert timing.spread([5.0]) == 0.0
+
+
+@pytest.mark.parametrize(
+  'call, message',
+  [
+    (lambda: timing.time_calls(abs, 1, calls=0), 'calls must be at least 1'),
+    (lambda: timing.interleave({}, repeats=0), 'repeats must be at least 1'),
+  ],
+)
+def test_timing_rejects_empty_counts(call, message):
+  with pytest.raises(ValueError, match=message):
+    call()
 
 
 def test_sizes_flag_reads_batch_x_positions():
@@ -144,3 +225,46 @@ def test_accelerator_timing_mode_runs_on_cpu(tmp_path):
     assert record['forward_median_s'] > 0 and record['step_median_s'] > 0
     assert record['output_relative_error'] < 1e-5
     assert record['gradient_relative_error'] < 1e-5
+
+
+def test_recurrent_quick_benchmark_checks_every_row(tmp_path):
+  """Keras, Flax (and flax_dense, once it has LSTM and GRU) agree."""
+  # Keras's orthogonal initializer and cells broadcast across ranks.
+  with jax.numpy_rank_promotion('allow'):
+    results = recurrent.main(
+      ['--quick', '--repeats', '1', '--out', str(tmp_path)]
+    )
+  with open(tmp_path / 'recurrent.json') as f:
+    assert json.load(f) == json.loads(json.dumps(results))
+  assert len(results['machine']['load_average_1_5_15min']) == 3
+  with_fd = hasattr(fd, 'LSTM') and hasattr(fd, 'GRU')
+  assert (results['skipped'] is None) == with_fd
+  for cell, flax_cell in (('LSTM', 'OptimizedLSTMCell'), ('GRU', 'GRUCell')):
+    entry = results['cells'][cell]
+    families = [f'fd.{cell}'] * with_fd + [f'keras {cell}']
+    names = {f'flax RNN({flax_cell})'}
+    names |= {f + suffix for f in families for suffix in ('', ' masked')}
+    assert set(entry['implementations']) == names
+    assert set(entry['mask_cost']) == set(families)
+    baseline = families[0]
+    for name, record in entry['implementations'].items():
+      assert record['baseline'] == baseline + ' masked' * record['masked']
+      assert record['output_relative_error'] < 1e-5, name
+      assert record['gradient_relative_error'] < 1e-5, name
+      assert record['forward_median_s'] > 0 and record['step_median_s'] > 0
+      assert len(record['step_s']) == 1
+    assert entry['implementations'][baseline]['step_over_baseline'] == 1
+    assert ('goals' in entry) == with_fd
+  if not with_fd:
+    assert 'fd.LSTM' in results['skipped']
+
+
+def test_recurrent_mask_pads_on_the_right():
+  config = dict(recurrent.QUICK, batch=64, steps=10)
+  _, mask, _ = recurrent.problem(config)
+  lengths = mask.sum(axis=1)
+  assert (
+    np.asarray(mask) == (np.arange(10) < np.asarray(lengths)[:, None])
+  ).all()
+  assert lengths.min() >= 5 and lengths.max() <= 10
+  assert len(set(lengths.tolist())) > 1
