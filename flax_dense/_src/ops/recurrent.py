@@ -93,8 +93,10 @@ def _project(
   """
   if keep is None:
     return jnp.dot(values, kernel, precision=precision)
-  if keep.shape[0] == 1:
-    return jnp.dot(values * keep[0], kernel, precision=precision)
+  # Explicit leading axes: no rank promotion.
+  keep = keep.reshape((1,) * (values.ndim - 1) + keep.shape)
+  if keep.shape[-2] == 1:
+    return jnp.dot(values * keep[..., 0, :], kernel, precision=precision)
   size = kernel.shape[0]
   per_gate = kernel.reshape(size, gates, -1)
   dropped = values[..., None, :] * keep
@@ -266,7 +268,7 @@ def recurrent(
     inputs = jnp.where(mask[:, None], inputs, jnp.zeros((), inputs.dtype))
   projected = _project(inputs, kernel, input_keep, gates, precision)
   if input_bias is not None:
-    projected = projected + input_bias
+    projected = projected + input_bias[None, :]
   cell = _cell(
     kind,
     recurrent_kernel,
