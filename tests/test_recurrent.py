@@ -109,12 +109,13 @@ def _loss(outputs, cotangents):
 def keras_values_and_grads(layer, x, mask, cotangents, initial_state=None):
   """Keras's outputs and the gradients of a fixed linear loss."""
   weights = [v.value for v in layer.trainable_variables]
+  fixed = [v.value for v in layer.non_trainable_variables]
 
   def loss(weights, x):
     kwargs = {'mask': None if mask is None else jnp.asarray(mask)}
     if initial_state is not None:
       kwargs['initial_state'] = initial_state
-    outputs, _ = layer.stateless_call(weights, [], x, **kwargs)
+    outputs, _ = layer.stateless_call(weights, fixed, x, **kwargs)
     return _loss(outputs, cotangents), outputs
 
   with keras_scope():
