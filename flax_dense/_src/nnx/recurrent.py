@@ -363,7 +363,7 @@ class Bidirectional(nnx.Module):
       ``return_state`` followed by the forward then the backward states.
     """
     forward_state, backward_state = split_bidirectional_state(initial_state)
-    results = [
+    forward, backward = (
       layer(
         inputs,
         mask,
@@ -375,9 +375,10 @@ class Bidirectional(nnx.Module):
         (self.forward_layer, forward_state),
         (self.backward_layer, backward_state),
       )
-    ]
+    )
     return merge_bidirectional(
-      *results,
+      forward,
+      backward,
       self.merge_mode,
       self.forward_layer.return_sequences,
       self.forward_layer.return_state,

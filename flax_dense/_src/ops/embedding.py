@@ -1,6 +1,7 @@
 """Keras's ``Embedding``: integer ids to rows of a table, and their mask."""
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 

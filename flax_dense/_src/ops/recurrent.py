@@ -54,7 +54,7 @@ def recurrent_shapes(
     with G the gates of ``kind`` (1, 4 or 3).
   """
   gates = GATES[kind]
-  shapes = {
+  shapes: dict[str, tuple[int, ...]] = {
     'kernel': (in_features, gates * units),
     'recurrent_kernel': (units, gates * units),
   }
@@ -125,52 +125,47 @@ def _cell(
       keep = keep[: kernel.shape[1] // units]
     return _project(h, kernel, keep, kernel.shape[1] // units, precision)
 
-  if kind == 'simple_rnn':
+  def simple_rnn_step(x, states):
+    (h,) = states
+    h = activation(x + recurrent_part(h))
+    return h, (h,)
 
-    def step(x, states):
-      (h,) = states
-      h = activation(x + recurrent_part(h))
-      return h, (h,)
+  def lstm_step(x, states):
+    h, c = states
+    z = x + recurrent_part(h)
+    i, f, g, o = jnp.split(z, gates)
+    c = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
+    h = recurrent_activation(o) * activation(c)
+    return h, (h, c)
 
-  elif kind == 'lstm':
-
-    def step(x, states):
-      h, c = states
-      z = x + recurrent_part(h)
-      i, f, g, o = jnp.split(z, gates)
-      c = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
-      h = recurrent_activation(o) * activation(c)
-      return h, (h, c)
-
-  else:
-
-    def step(x, states):
-      (h,) = states
-      x_z, x_r, x_h = jnp.split(x, gates)
-      if reset_after:
-        inner = recurrent_part(h)
-        if recurrent_bias is not None:
-          inner = inner + recurrent_bias
-        r_z, r_r, r_h = jnp.split(inner, gates)
-      else:
-        r_z, r_r = jnp.split(recurrent_part(h, slice(0, 2 * units)), 2)
-      z = recurrent_activation(x_z + r_z)
+  def gru_step(x, states):
+    (h,) = states
+    x_z, x_r, x_h = jnp.split(x, gates)
+    if reset_after:
+      inner = recurrent_part(h)
+      if recurrent_bias is not None:
+        inner = inner + recurrent_bias
+      r_z, r_r, r_h = jnp.split(inner, gates)
       r = recurrent_activation(x_r + r_r)
-      if reset_after:
-        candidate = activation(x_h + r * r_h)
-      else:
-        keep = _keep_row(recurrent_keep, 2)
-        h_h = h if keep is None else h * keep
-        candidate = activation(
-          x_h
-          + jnp.dot(
-            r * h_h, recurrent_kernel[:, 2 * units :], precision=precision
-          )
+      candidate = activation(x_h + r * r_h)
+    else:
+      r_z, r_r = jnp.split(recurrent_part(h, slice(0, 2 * units)), 2)
+      r = recurrent_activation(x_r + r_r)
+      keep = _keep_row(recurrent_keep, 2)
+      h_h = h if keep is None else h * keep
+      candidate = activation(
+        x_h
+        + jnp.dot(
+          r * h_h, recurrent_kernel[:, 2 * units :], precision=precision
         )
-      h = z * h + (1 - z) * candidate
-      return h, (h,)
+      )
+    z = recurrent_activation(x_z + r_z)
+    h = z * h + (1 - z) * candidate
+    return h, (h,)
 
-  return step
+  return {'simple_rnn': simple_rnn_step, 'lstm': lstm_step, 'gru': gru_step}[
+    kind
+  ]
 
 
 def recurrent(
@@ -422,10 +417,11 @@ def recurrent_layer(
       recurrent_keep=recurrent_keep,
     )
 
+  batched: list[Any] = [inputs, mask, states, input_keep, recurrent_keep]
   outputs, states = vmap_batch_axes(
     one,
     len(batch),
-    (inputs, mask, states, input_keep, recurrent_keep),
+    batched,
     params,
   )
   if not return_sequences:
@@ -629,7 +625,7 @@ def check_recurrent_layer(layer: Any, name: str, kinds: tuple) -> None:
     expected = ', '.join(kind.__name__ for kind in kinds)
     raise TypeError(
       f'Bidirectional: {name} must be a recurrent layer ({expected}), got'
-      f' {layer!r} of type {type(layer).__name__}.'
+      f' a {type(layer).__name__}.'
     )
 
 
