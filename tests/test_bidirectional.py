@@ -77,7 +77,9 @@ def ours(api, name, merge_mode, **config):
 
 
 @pytest.mark.parametrize('api', APIS)
-@pytest.mark.parametrize('flags', FLAGS, ids=lambda f: 'rs{:d}-st{:d}'.format(*f))
+@pytest.mark.parametrize(
+  'flags', FLAGS, ids=lambda f: 'rs{:d}-st{:d}'.format(*f)
+)
 @pytest.mark.parametrize('merge_mode', MERGE_MODES)
 def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
   return_sequences, return_state = flags

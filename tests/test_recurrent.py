@@ -136,7 +136,9 @@ def assert_close(actual, expected):
 
 @pytest.mark.parametrize('api', APIS)
 @pytest.mark.parametrize('masked', [False, True], ids=['unmasked', 'masked'])
-@pytest.mark.parametrize('flags', FLAGS, ids=lambda f: 'rs{:d}-st{:d}-gb{:d}'.format(*f))
+@pytest.mark.parametrize(
+  'flags', FLAGS, ids=lambda f: 'rs{:d}-st{:d}-gb{:d}'.format(*f)
+)
 @pytest.mark.parametrize(('name', 'config'), KINDS, ids=KIND_IDS)
 def test_outputs_states_and_gradients_match_keras(
   api, masked, flags, name, config
