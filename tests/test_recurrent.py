@@ -422,19 +422,20 @@ def test_eager_calls_compile_once(api):
   assert not compiles
 
 
-def test_jax_export_with_symbolic_batch():
-  module = fd.GRU(UNITS, return_sequences=True)
+def test_jax_export_with_symbolic_batch_and_timesteps():
+  module = fd.GRU(UNITS, return_sequences=True, go_backwards=True)
   variables = module.init(jax.random.key(0), X)
-  (batch,) = jax.export.symbolic_shape('b')
+  batch, steps = jax.export.symbolic_shape('b, t')
   exported = jax.export.export(jax.jit(module.apply))(
     variables,
-    jax.ShapeDtypeStruct((batch, STEPS, FEATURES), jnp.float32),
-    jax.ShapeDtypeStruct((batch, STEPS), jnp.bool_),
+    jax.ShapeDtypeStruct((batch, steps, FEATURES), jnp.float32),
+    jax.ShapeDtypeStruct((batch, steps), jnp.bool_),
   )
-  for size in (2, 5):
+  for size, length in ((2, STEPS), (5, 3)):
+    x, mask = X[:size, :length], MASK[:size, :length]
     np.testing.assert_allclose(
-      exported.call(variables, X[:size], MASK[:size]),
-      module.apply(variables, X[:size], MASK[:size]),
+      exported.call(variables, x, mask),
+      module.apply(variables, x, mask),
       rtol=1e-6,
     )
 
