@@ -361,6 +361,69 @@ def test_recurrent_dropout_draws_one_mask_per_gate(name):
   )
 
 
+@pytest.mark.parametrize(
+  ('name', 'config', 'rates'),
+  [
+    ('SimpleRNN', {}, (0.3, 0.4)),
+    ('LSTM', {}, (0.3, 0.0)),
+    ('LSTM', {}, (0.3, 0.4)),
+    ('GRU', {}, (0.3, 0.4)),
+    ('GRU', {'reset_after': False}, (0.3, 0.4)),
+  ],
+  ids=['simple_rnn', 'lstm_shared', 'lstm_per_gate', 'gru', 'gru_before'],
+)
+def test_given_dropout_masks_match_keras(name, config, rates):
+  # Keras's cells cache their masks for a call; planting them there makes
+  # Keras use ours: one per gate (implementation 1, forced by recurrent
+  # dropout) for LSTM and GRU, else one input mask for every gate.
+  dropout, recurrent_dropout = rates
+  layer = keras_layer(
+    name,
+    dropout=dropout,
+    recurrent_dropout=recurrent_dropout,
+    return_sequences=True,
+    **config,
+  )
+  rng = np.random.default_rng(6)
+  gates = {'SimpleRNN': 1, 'LSTM': 4, 'GRU': 3}[name]
+  rows = gates if name != 'SimpleRNN' and recurrent_dropout else 1
+
+  def draw(rate, size):
+    keep = rng.random((BATCH, rows, size)) >= rate
+    return (keep / (1 - rate)).astype(np.float32)
+
+  input_keep = draw(dropout, FEATURES)
+  recurrent_keep = draw(recurrent_dropout, UNITS) if recurrent_dropout else None
+  cell = layer.cell
+  per_gate = getattr(cell, 'dropout_mask_count', None) is not None
+
+  def planted(keep):
+    if per_gate:
+      return [jnp.asarray(keep[:, gate]) for gate in range(rows)]
+    return jnp.asarray(keep[:, 0])
+
+  cell._dropout_mask = planted(input_keep)
+  if recurrent_keep is not None:
+    cell._recurrent_dropout_mask = planted(recurrent_keep)
+  expected = keras_call(layer, X, mask=MASK, training=True)
+  kind = {'SimpleRNN': 'simple_rnn', 'LSTM': 'lstm', 'GRU': 'gru'}[name]
+  weights = weights_of(layer)
+
+  def one(x, mask, input_keep, recurrent_keep):
+    return fd.functional.recurrent(
+      x,
+      **weights,
+      mask=mask,
+      kind=kind,
+      reset_after=config.get('reset_after', True),
+      input_keep=input_keep,
+      recurrent_keep=recurrent_keep,
+    )[0]
+
+  actual = jax.vmap(one)(X, MASK, input_keep, recurrent_keep)
+  assert_close(actual, expected)
+
+
 def test_linen_dropout_needs_deterministic():
   module = fd.LSTM(UNITS, dropout=0.5)
   variables = fd.LSTM(UNITS).init(jax.random.key(0), X)
