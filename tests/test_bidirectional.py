@@ -189,3 +189,33 @@ def test_bad_arguments(api):
     ' different go_backwards, got False for both',
   ):
     make(lstm, backward_layer=forward_twin)
+
+
+@pytest.mark.parametrize('api', APIS)
+def test_dropout_reaches_both_layers(api):
+  if api == 'linen':
+    layer = fd.Bidirectional(fd.GRU(UNITS, dropout=0.5), merge_mode=None)
+    variables = layer.init(jax.random.key(0), X, deterministic=True)
+
+    def call(deterministic, seed=0):
+      return layer.apply(
+        variables,
+        X,
+        deterministic=deterministic,
+        rngs={'dropout': jax.random.key(seed)},
+      )
+
+    on, again, off = call(False), call(False, 1), call(True)
+  else:
+    layer = fd.nnx.Bidirectional(
+      fd.nnx.GRU(FEATURES, UNITS, dropout=0.5, rngs=nnx.Rngs(0)),
+      merge_mode=None,
+      rngs=nnx.Rngs(1),
+    )
+    on, again = layer(X), layer(X)
+    layer.eval()
+    off = layer(X)
+    assert layer.backward_layer.deterministic
+  for half in range(2):  # each layer drops, differently at each draw
+    assert not np.allclose(on[half], off[half])
+    assert not np.allclose(on[half], again[half])
