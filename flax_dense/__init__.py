@@ -32,6 +32,7 @@ from flax_dense._src.linen.dropout import Dropout as Dropout
 from flax_dense._src.linen.dropout import SpatialDropout1D as SpatialDropout1D
 from flax_dense._src.linen.dropout import SpatialDropout2D as SpatialDropout2D
 from flax_dense._src.linen.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.linen.embedding import Embedding as Embedding
 from flax_dense._src.linen.locally_connected import (
   LocallyConnected1D as LocallyConnected1D,
 )
@@ -44,6 +45,10 @@ from flax_dense._src.linen.pooling import (
   GlobalMaxPooling1D as GlobalMaxPooling1D,
 )
 from flax_dense._src.linen.product import ConstProduct as ConstProduct
+from flax_dense._src.linen.recurrent import GRU as GRU
+from flax_dense._src.linen.recurrent import LSTM as LSTM
+from flax_dense._src.linen.recurrent import Bidirectional as Bidirectional
+from flax_dense._src.linen.recurrent import SimpleRNN as SimpleRNN
 from flax_dense._src.linen.regularizers import (
   ActivityRegularization as ActivityRegularization,
 )
@@ -93,17 +98,21 @@ __all__ = [
   'ActivationFunction',
   'ActivityRegularization',
   'AttentionDecoder',
+  'Bidirectional',
   'CONSTANTS',
   'ConstProduct',
   'Constraint',
   'Dropout',
+  'Embedding',
   'Flatten',
+  'GRU',
   'GlobalAveragePooling1D',
   'GlobalMaxPooling1D',
   'KERAS_ACTIVATIONS',
   'KerasFunctional',
   'KerasSequential',
   'LOSSES',
+  'LSTM',
   'Lambda',
   'LayerSummary',
   'LocallyConnected1D',
@@ -114,6 +123,7 @@ __all__ = [
   'Regularizer',
   'RepeatVector',
   'Reshape',
+  'SimpleRNN',
   'SpatialDropout1D',
   'SpatialDropout2D',
   'SpatialDropout3D',

@@ -18,6 +18,8 @@ from flax_dense._src.ops.core import repeat_vector as repeat_vector
 from flax_dense._src.ops.core import reshape as reshape
 from flax_dense._src.ops.dense import per_position_dense as per_position_dense
 from flax_dense._src.ops.dropout import dropout as dropout
+from flax_dense._src.ops.embedding import embedding as embedding
+from flax_dense._src.ops.embedding import embedding_mask as embedding_mask
 from flax_dense._src.ops.locally_connected import (
   locally_connected_1d as locally_connected_1d,
 )
@@ -26,12 +28,18 @@ from flax_dense._src.ops.multi_io import multi_io_dense as multi_io_dense
 from flax_dense._src.ops.pooling import masked_max as masked_max
 from flax_dense._src.ops.pooling import masked_mean as masked_mean
 from flax_dense._src.ops.product import const_product as const_product
+from flax_dense._src.ops.recurrent import recurrent as recurrent
+from flax_dense._src.ops.recurrent import (
+  recurrent_shapes as recurrent_shapes,
+)
 
 __all__ = [
   'attention_decoder',
   'attention_decoder_shapes',
   'const_product',
   'dropout',
+  'embedding',
+  'embedding_mask',
   'flatten',
   'locally_connected_1d',
   'masked_max',
@@ -40,6 +48,8 @@ __all__ = [
   'multi_io_dense',
   'per_position_dense',
   'permute',
+  'recurrent',
+  'recurrent_shapes',
   'repeat_vector',
   'reshape',
   'resolve_activation',

@@ -35,6 +35,7 @@ from flax_dense._src.nnx.dropout import Dropout as Dropout
 from flax_dense._src.nnx.dropout import SpatialDropout1D as SpatialDropout1D
 from flax_dense._src.nnx.dropout import SpatialDropout2D as SpatialDropout2D
 from flax_dense._src.nnx.dropout import SpatialDropout3D as SpatialDropout3D
+from flax_dense._src.nnx.embedding import Embedding as Embedding
 from flax_dense._src.nnx.locally_connected import (
   LocallyConnected1D as LocallyConnected1D,
 )
@@ -45,6 +46,10 @@ from flax_dense._src.nnx.pooling import (
 )
 from flax_dense._src.nnx.pooling import GlobalMaxPooling1D as GlobalMaxPooling1D
 from flax_dense._src.nnx.product import ConstProduct as ConstProduct
+from flax_dense._src.nnx.recurrent import GRU as GRU
+from flax_dense._src.nnx.recurrent import LSTM as LSTM
+from flax_dense._src.nnx.recurrent import Bidirectional as Bidirectional
+from flax_dense._src.nnx.recurrent import SimpleRNN as SimpleRNN
 from flax_dense._src.nnx.regularizers import (
   ActivityRegularization as ActivityRegularization,
 )
@@ -55,15 +60,19 @@ __all__ = [
   'Activation',
   'ActivityRegularization',
   'AttentionDecoder',
+  'Bidirectional',
   'ConstProduct',
   'Constant',
   'Dropout',
+  'Embedding',
   'Flatten',
+  'GRU',
   'GlobalAveragePooling1D',
   'GlobalMaxPooling1D',
   'KerasFunctional',
   'KerasSequential',
   'LINEN_TO_NNX',
+  'LSTM',
   'Lambda',
   'LocallyConnected1D',
   'Loss',
@@ -73,6 +82,7 @@ __all__ = [
   'Permute',
   'RepeatVector',
   'Reshape',
+  'SimpleRNN',
   'SpatialDropout1D',
   'SpatialDropout2D',
   'SpatialDropout3D',

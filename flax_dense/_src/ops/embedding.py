@@ -1,0 +1,73 @@
+"""Keras's ``Embedding``: integer ids to rows of a table, and their mask."""
+
+import jax
+import jax.core
+import jax.numpy as jnp
+import numpy as np
+
+from flax_dense._src import checks
+
+
+def check_ids(
+  ids: jax.typing.ArrayLike, input_dim: int, caller: str
+) -> jax.Array:
+  """``ids`` as an integer array, its range checked when it is concrete.
+
+  Raises:
+    TypeError: for ids that are not an array of integers (floats and bools
+      are refused, not cast as Keras casts them).
+    ValueError: for concrete ids outside ``[0, input_dim)``.
+  """
+  ids = checks.as_array(ids, caller, 'inputs')
+  if not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise TypeError(
+      f'{caller}: inputs must be integer ids, got dtype {ids.dtype}; cast'
+      ' them with .astype(jnp.int32).'
+    )
+  if not isinstance(ids, jax.core.Tracer) and ids.size:
+    low, high = int(np.min(ids)), int(np.max(ids))
+    if low < 0 or high >= input_dim:
+      bad = low if low < 0 else high
+      raise ValueError(
+        f'{caller}: inputs must be ids in [0, {input_dim}) (input_dim='
+        f'{input_dim}), got {bad}.'
+      )
+  return ids
+
+
+def embedding(ids: jax.Array, embeddings: jax.Array) -> jax.Array:
+  """The rows of ``embeddings`` that ``ids`` name: Keras's ``Embedding``.
+
+  Ids are not checked here (under ``jit`` they cannot be): as in Keras on
+  JAX (``jnp.take``), an id in ``[-V, 0)`` counts from the end and any other
+  id outside ``[0, V)`` gives a row of NaN.
+
+  Args:
+    ids: integer array of any shape ``S``.
+    embeddings: ``(V, E)``, one row per id.
+
+  Returns:
+    ``(*S, E)``.
+  """
+  return jnp.take(embeddings, ids, axis=0)
+
+
+def embedding_mask(ids: jax.typing.ArrayLike) -> jax.Array:
+  """Keras's ``mask_zero`` mask: True where the id is not the padding 0.
+
+  Args:
+    ids: integer array of any shape ``S``.
+
+  Returns:
+    ``S`` boolean.
+  """
+  return jnp.not_equal(jnp.asarray(ids), 0)
+
+
+def check_embedding_fields(
+  layer: str, input_dim: object, output_dim: object, mask_zero: object
+) -> None:
+  """Checks the sizes and the flag of ``Embedding``."""
+  checks.check_positive_int(input_dim, layer, 'input_dim')
+  checks.check_positive_int(output_dim, layer, 'output_dim')
+  checks.check_bool(mask_zero, layer, 'mask_zero')

@@ -1,0 +1,221 @@
+"""Bidirectional against Keras 3, for linen and NNX."""
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import pytest
+from flax import nnx
+from test_recurrent import (
+  APIS,
+  BATCH,
+  FEATURES,
+  MASK,
+  UNITS,
+  WEIGHTS,
+  X,
+  _cotangents,
+  _loss,
+  assert_close,
+  keras_call,
+  keras_scope,
+)
+
+import flax_dense as fd
+
+MERGE_MODES = ('concat', 'sum', 'mul', 'ave', None)
+# return_sequences, return_state.
+FLAGS = ((True, False), (False, True), (True, True))
+
+
+def keras_bidirectional(name, merge_mode, **config):
+  layer = keras.layers.Bidirectional(
+    getattr(keras.layers, name)(UNITS, **config), merge_mode=merge_mode
+  )
+  with keras_scope():
+    layer.build((None, *X.shape[1:]))
+  rng = np.random.default_rng(1)
+  layer.set_weights(
+    [0.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
+  )
+  return layer
+
+
+def ours(api, name, merge_mode, **config):
+  """``run(weights, x, mask, initial_state)``; weights: forward, backward."""
+  if api == 'linen':
+    module = fd.Bidirectional(
+      getattr(fd, name)(UNITS, **config), merge_mode=merge_mode
+    )
+
+    def run(weights, x, mask=None, initial_state=None):
+      params = {
+        'forward_layer': dict(zip(WEIGHTS, weights[:3], strict=True)),
+        'backward_layer': dict(zip(WEIGHTS, weights[3:], strict=True)),
+      }
+      return module.apply({'params': params}, x, mask, initial_state)
+
+    return run
+  layer = fd.nnx.Bidirectional(
+    getattr(fd.nnx, name)(FEATURES, UNITS, **config, rngs=nnx.Rngs(0)),
+    merge_mode=merge_mode,
+    rngs=nnx.Rngs(1),
+  )
+  graphdef, state = nnx.split(layer)
+
+  def run(weights, x, mask=None, initial_state=None):
+    model = nnx.merge(graphdef, state)
+    for half, values in (
+      (model.forward_layer, weights[:3]),
+      (model.backward_layer, weights[3:]),
+    ):
+      for name, value in zip(WEIGHTS, values, strict=True):
+        setattr(half, name, nnx.Param(value))
+    return model(x, mask, initial_state)
+
+  return run
+
+
+@pytest.mark.parametrize('api', APIS)
+@pytest.mark.parametrize(
+  'flags', FLAGS, ids=lambda f: 'rs{:d}-st{:d}'.format(*f)
+)
+@pytest.mark.parametrize('merge_mode', MERGE_MODES)
+def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
+  return_sequences, return_state = flags
+  config = {'return_sequences': return_sequences, 'return_state': return_state}
+  layer = keras_bidirectional('LSTM', merge_mode, **config)
+  mask = jnp.asarray(MASK)
+  probe = keras_call(layer, X, mask=mask)
+  cotangents = _cotangents(probe)
+  variables = [v.value for v in layer.trainable_variables]
+  fixed = [v.value for v in layer.non_trainable_variables]
+
+  def keras_loss(weights, x):
+    outputs, _ = layer.stateless_call(weights, fixed, x, mask=mask)
+    return _loss(outputs, cotangents), outputs
+
+  with keras_scope():
+    (_, expected), expected_grads = jax.value_and_grad(
+      keras_loss, argnums=(0, 1), has_aux=True
+    )(variables, jnp.asarray(X))
+  run = ours(api, 'LSTM', merge_mode, **config)
+
+  def loss(weights, x):
+    outputs = run(weights, x, mask)
+    return _loss(outputs, cotangents), outputs
+
+  weights = [jnp.asarray(w) for w in layer.get_weights()]
+  (_, actual), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+    weights, jnp.asarray(X)
+  )
+  if merge_mode is None or return_state:
+    assert isinstance(actual, tuple)
+    outputs = 2 if merge_mode is None else 1
+    assert len(actual) == outputs + (4 if return_state else 0)
+  assert_close(actual, expected)
+  assert_close(grads, expected_grads)
+
+
+@pytest.mark.parametrize('api', APIS)
+@pytest.mark.parametrize('name', ['SimpleRNN', 'GRU'])
+def test_initial_state_matches_keras(api, name):
+  config = {'return_sequences': True, 'return_state': True}
+  layer = keras_bidirectional(name, 'concat', **config)
+  rng = np.random.default_rng(5)
+  states = [
+    rng.normal(size=(BATCH, UNITS)).astype(np.float32) for _ in range(2)
+  ]
+  expected = keras_call(layer, X, initial_state=states, mask=MASK)
+  run = ours(api, name, 'concat', **config)
+  weights = [jnp.asarray(w) for w in layer.get_weights()]
+  assert_close(run(weights, X, jnp.asarray(MASK), states), expected)
+
+
+@pytest.mark.parametrize('api', APIS)
+def test_given_backward_layer(api):
+  if api == 'linen':
+    layer = fd.Bidirectional(
+      fd.LSTM(UNITS, return_sequences=True),
+      backward_layer=fd.GRU(3, return_sequences=True, go_backwards=True),
+    )
+    variables = layer.init(jax.random.key(0), X)
+    shapes = jax.tree.map(jnp.shape, variables['params'])
+    assert shapes['backward_layer']['bias'] == (2, 9)
+    assert shapes['forward_layer']['bias'] == (4 * UNITS,)
+    assert layer.apply(variables, X).shape == (BATCH, X.shape[1], UNITS + 3)
+  else:
+    backward = fd.nnx.GRU(
+      FEATURES, 3, return_sequences=True, go_backwards=True, rngs=nnx.Rngs(1)
+    )
+    layer = fd.nnx.Bidirectional(
+      fd.nnx.LSTM(FEATURES, UNITS, return_sequences=True, rngs=nnx.Rngs(0)),
+      backward_layer=backward,
+    )
+    assert layer.backward_layer is backward
+    assert layer(X).shape == (BATCH, X.shape[1], UNITS + 3)
+
+
+@pytest.mark.parametrize('api', APIS)
+def test_bad_arguments(api):
+  if api == 'linen':
+
+    def make(layer, **kwargs):
+      return fd.Bidirectional(layer, **kwargs).init(jax.random.key(0), X)
+
+    lstm, dense = fd.LSTM(UNITS), fd.PerPositionDense(3)
+    forward_twin = fd.LSTM(UNITS)
+  else:
+
+    def make(layer, **kwargs):
+      return fd.nnx.Bidirectional(layer, rngs=nnx.Rngs(1), **kwargs)
+
+    lstm = fd.nnx.LSTM(FEATURES, UNITS, rngs=nnx.Rngs(0))
+    dense = fd.nnx.PerPositionDense(6, FEATURES, 3, rngs=nnx.Rngs(0))
+    forward_twin = fd.nnx.LSTM(FEATURES, UNITS, rngs=nnx.Rngs(0))
+  with pytest.raises(
+    TypeError,
+    match=r'Bidirectional: layer must be a recurrent layer \(SimpleRNN, LSTM,'
+    r' GRU\), got a PerPositionDense\.',
+  ):
+    make(dense)
+  with pytest.raises(
+    ValueError, match=r"Bidirectional: merge_mode must be one of .*'max'"
+  ):
+    make(lstm, merge_mode='max')
+  with pytest.raises(
+    ValueError,
+    match='Bidirectional: the forward and backward layers must have'
+    ' different go_backwards, got False for both',
+  ):
+    make(lstm, backward_layer=forward_twin)
+
+
+@pytest.mark.parametrize('api', APIS)
+def test_dropout_reaches_both_layers(api):
+  if api == 'linen':
+    layer = fd.Bidirectional(fd.GRU(UNITS, dropout=0.5), merge_mode=None)
+    variables = layer.init(jax.random.key(0), X, deterministic=True)
+
+    def call(deterministic, seed=0):
+      return layer.apply(
+        variables,
+        X,
+        deterministic=deterministic,
+        rngs={'dropout': jax.random.key(seed)},
+      )
+
+    on, again, off = call(False), call(False, 1), call(True)
+  else:
+    layer = fd.nnx.Bidirectional(
+      fd.nnx.GRU(FEATURES, UNITS, dropout=0.5, rngs=nnx.Rngs(0)),
+      merge_mode=None,
+      rngs=nnx.Rngs(1),
+    )
+    on, again = layer(X), layer(X)
+    layer.eval()
+    off = layer(X)
+    assert layer.backward_layer.deterministic
+  for half in range(2):  # each layer drops, differently at each draw
+    assert not np.allclose(on[half], off[half])
+    assert not np.allclose(on[half], again[half])
