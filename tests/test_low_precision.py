@@ -11,6 +11,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 
 import flax_dense as fd
 from flax_dense._src.ops.attention import masked_softmax
@@ -72,6 +74,42 @@ def test_masked_mean_of_a_long_axis(dtype, steps):
     np.asarray(ours, np.float64),
     np.asarray(reference, np.float64),
     rtol=_eps(dtype),
+  )
+
+
+@settings(
+  max_examples=6,
+  deadline=None,
+  derandomize=True,
+  database=None,
+  suppress_health_check=list(HealthCheck),
+  phases=[Phase.explicit, Phase.generate],
+)
+@given(
+  dtype=st.sampled_from(DTYPES),
+  steps=st.integers(1, 120_000),
+  scale=st.sampled_from([1e-3, 30.0, 1000.0]),
+  keep=st.floats(0.0, 1.0),
+  seed=st.integers(0, 2**16),
+)
+@example(dtype=jnp.float16, steps=70_000, scale=30.0, keep=0.5, seed=1)
+def test_masked_mean_fuzzed(dtype, steps, scale, keep, seed):
+  rng = np.random.default_rng(seed)
+  # Mostly positive values: their sum grows with the steps.
+  x = (scale * rng.uniform(-0.5, 1.5, size=(1, steps, 1))).astype(dtype)
+  mask = rng.uniform(size=(1, steps)) < keep
+  ours = fd.masked_mean(x, mask, 1)
+  assert ours.dtype == dtype
+  kept = x.astype(np.float64)[mask]
+  expected = kept.mean() if kept.size else 0.0
+  # One rounding of the mean, relative to the size of the values (a mean
+  # near 0 of large values has no relative precision left).
+  magnitude = np.abs(kept).mean() if kept.size else 0.0
+  np.testing.assert_allclose(
+    np.float64(ours[0, 0]),
+    expected,
+    rtol=_eps(dtype),
+    atol=_eps(dtype) * magnitude,
   )
 
 
