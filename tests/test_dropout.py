@@ -284,3 +284,52 @@ def test_deterministic_given_never_or_twice_is_an_error():
     fd.Dropout(0.5).apply({}, ones((2,)))
   with pytest.raises(ValueError, match=r'got True on the layer and False'):
     fd.Dropout(0.5, deterministic=True).apply({}, ones((2,)), False)
+
+
+# Keras 3 on JAX fails deep inside lax.select on integer or boolean inputs
+# in training (and passes them through in inference): ours is a TypeError
+# naming the layer, in both modes, before any draw.
+NOT_FLOATS = [jnp.int32, jnp.uint8, jnp.bool_]
+DROPOUT_INPUTS = {
+  'Dropout': (2, 6, 5),
+  'SpatialDropout1D': (2, 6, 5),
+  'SpatialDropout2D': (2, 4, 4, 3),
+  'SpatialDropout3D': (2, 3, 3, 3, 2),
+}
+
+
+@pytest.mark.parametrize('dtype', NOT_FLOATS)
+@pytest.mark.parametrize('deterministic', [False, True])
+@pytest.mark.parametrize('name', DROPOUT_INPUTS)
+def test_integer_or_boolean_inputs_are_a_type_error(
+  name, deterministic, dtype, key
+):
+  x = jnp.ones(DROPOUT_INPUTS[name], dtype)
+  pattern = rf'{name}: inputs must be a floating-point .* got dtype {x.dtype}'
+  with pytest.raises(TypeError, match=pattern):
+    getattr(fd, name)(0.5).apply(
+      {}, x, deterministic=deterministic, rngs={'dropout': key}
+    )
+  layer = getattr(fd.nnx, name)(
+    0.5, deterministic=deterministic, rngs=nnx.Rngs(0)
+  )
+  with pytest.raises(TypeError, match=pattern):
+    layer(x)
+
+
+@pytest.mark.parametrize('dtype', NOT_FLOATS)
+@pytest.mark.parametrize('rate', [0.0, 0.5])
+def test_functional_dropout_of_integers_is_a_type_error(rate, dtype, key):
+  x = jnp.ones((4, 8), dtype)
+  with pytest.raises(TypeError, match=rf'dropout: inputs .* dtype {x.dtype}'):
+    dropout(x, rate, key)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float16, jnp.bfloat16, jnp.complex64])
+def test_floating_and_complex_inputs_are_dropped(dtype, key):
+  x = jnp.ones((4, 8), dtype)
+  y = dropout(x, 0.5, key)
+  assert y.dtype == dtype
+  np.testing.assert_array_equal(
+    np.asarray(y), np.where(np.asarray(y) != 0, 2, 0).astype(x.dtype)
+  )

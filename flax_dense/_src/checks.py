@@ -393,6 +393,23 @@ def as_array(value: Any, caller: str, name: str) -> jax.Array:
     ) from None
 
 
+def check_inexact(value: jax.Array, layer: str, name: str, why: str) -> None:
+  """Raises ``TypeError`` unless ``value`` holds floats or complex numbers.
+
+  Args:
+    value: the array.
+    layer: the layer or function, named in the message.
+    name: the argument's name.
+    why: why integers and booleans cannot do, for the message.
+  """
+  if not jnp.issubdtype(value.dtype, jnp.inexact):
+    raise TypeError(
+      f'{layer}: {name} must be a floating-point (or complex) array, got'
+      f' dtype {value.dtype}: {why}; cast it first, e.g.'
+      f' {name}.astype(jnp.float32).'
+    )
+
+
 def check_array_shape(
   caller: str,
   name: str,

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flax_dense._src.ops.reductions import widen
+
 #: Name of the linen collection that holds frozen (non-trainable) weights.
 CONSTANTS = 'constants'
 
@@ -86,7 +88,8 @@ def collect_losses(state: Any) -> jax.Array:
       " model.apply(..., mutable=['losses']), an NNX module, or the state"
       f' nnx.pop(model, fd.nnx.Loss) returns, got {type(state).__name__}.'
     )
-  return sum((jnp.sum(leaf) for leaf in leaves), jnp.zeros(()))
+  # float16 and bfloat16 losses are added up in float32.
+  return sum((jnp.sum(widen(leaf)) for leaf in leaves), jnp.zeros(()))
 
 
 def _swap_params_and_constants(variables: dict) -> dict:

@@ -5,12 +5,12 @@ from typing import ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from flax_dense._src import checks
 from flax_dense._src.linen.common import freeze_lists
 from flax_dense._src.ops.dropout import (
   dropout,
+  dropout_inputs,
   resolve_noise_shape,
   spatial_noise_shape,
 )
@@ -109,12 +109,13 @@ class Dropout(nn.Module):
 
     Raises:
       TypeError: if ``rate`` is not a real number, ``noise_shape`` not a
-        tuple of integers or ``None``, or ``deterministic`` not a bool.
+        tuple of integers or ``None``, ``deterministic`` not a bool, or the
+        inputs are integers or booleans (in either mode).
       ValueError: if ``rate`` is outside [0, 1), ``noise_shape`` does not
         fit the inputs, or ``deterministic`` is given twice or never.
     """
     checks.check_rate(self.rate, 'Dropout')
-    inputs = jnp.asarray(inputs)
+    inputs = dropout_inputs(inputs, 'Dropout')
     noise_shape = resolve_noise_shape(self.noise_shape, inputs.shape, 'Dropout')
     return _drop(self, inputs, noise_shape, deterministic, rng)
 
@@ -149,14 +150,15 @@ class _SpatialDropout(nn.Module):
 
     Raises:
       TypeError: if ``rate`` is not a real number, ``data_format`` not a
-        string or ``deterministic`` not a bool.
+        string, ``deterministic`` not a bool, or the inputs are integers or
+        booleans (in either mode).
       ValueError: if ``rate`` is outside [0, 1), ``data_format`` is unknown,
         the inputs do not have rank ``spatial_ndim + 2``, or
         ``deterministic`` is given twice or never.
     """
     layer = type(self).__name__
     checks.check_rate(self.rate, layer)
-    inputs = jnp.asarray(inputs)
+    inputs = dropout_inputs(inputs, layer)
     noise_shape = spatial_noise_shape(
       inputs.shape, self.spatial_ndim, self.data_format, layer
     )

@@ -4,12 +4,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from flax_dense._src import checks
 from flax_dense._src.ops.dropout import (
   dropout,
+  dropout_inputs,
   resolve_noise_shape,
   spatial_noise_shape,
 )
@@ -137,8 +137,11 @@ class Dropout(_DropoutBase):
 
     Returns:
       The inputs with dropped entries zeroed and the others scaled.
+
+    Raises:
+      TypeError: if the inputs are integers or booleans (in either mode).
     """
-    inputs = jnp.asarray(inputs)
+    inputs = dropout_inputs(inputs, 'Dropout')
     noise_shape = resolve_noise_shape(self.noise_shape, inputs.shape, 'Dropout')
     return self._drop(inputs, noise_shape, deterministic, rngs)
 
@@ -178,8 +181,11 @@ class _SpatialDropout(_DropoutBase):
 
     Returns:
       The inputs with dropped feature maps zeroed and the others scaled.
+
+    Raises:
+      TypeError: if the inputs are integers or booleans (in either mode).
     """
-    inputs = jnp.asarray(inputs)
+    inputs = dropout_inputs(inputs, type(self).__name__)
     noise_shape = spatial_noise_shape(
       inputs.shape, self.spatial_ndim, self.data_format, type(self).__name__
     )

@@ -15,6 +15,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from flax_dense._src import checks
+from flax_dense._src.ops.reductions import narrow, widen
+
 #: An activation: a function from an array to an array of the same shape,
 #: e.g. ``jax.nn.relu``; a layer's ``activation`` takes one or a Keras name.
 ActivationFunction = Callable[[jax.Array], jax.Array]
@@ -59,13 +62,15 @@ def _gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
 
 
 def _softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-  """Softmax over ``axis``."""
-  return jax.nn.softmax(x, axis=axis)
+  """Softmax over ``axis`` (float16 and bfloat16 normalised in float32)."""
+  x = jnp.asarray(x)
+  return narrow(jax.nn.softmax(widen(x), axis=axis), x.dtype)
 
 
 def _log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-  """Logarithm of the softmax over ``axis``."""
-  return jax.nn.log_softmax(x, axis=axis)
+  """Logarithm of the softmax over ``axis``, normalised as :func:`_softmax`."""
+  x = jnp.asarray(x)
+  return narrow(jax.nn.log_softmax(widen(x), axis=axis), x.dtype)
 
 
 def _hard_shrink(x: jax.Array, threshold: float = 0.5) -> jax.Array:
@@ -104,7 +109,9 @@ def _sparsemax(x: jax.Array, axis: int = -1) -> jax.Array:
   (keras-team/keras#23425); their outputs then do not sum to 1 whenever
   more than one entry is in the support.
   """
-  x = jnp.asarray(x)
+  dtype = jnp.asarray(x).dtype
+  # The cumulative sums of float16 and bfloat16 are taken in float32.
+  x = widen(x)
   descending = -jnp.sort(-x, axis=axis)
   cumulative = jnp.cumsum(descending, axis=axis)
   ranks_shape = [1] * x.ndim
@@ -116,7 +123,7 @@ def _sparsemax(x: jax.Array, axis: int = -1) -> jax.Array:
   # cumulative sum at its last entry.
   support_sum = jnp.take_along_axis(cumulative, support_size - 1, axis=axis)
   tau = (support_sum - 1) / support_size.astype(x.dtype)
-  return jnp.maximum(x - tau, 0.0)
+  return narrow(jnp.maximum(x - tau, 0.0), dtype)
 
 
 #: Every Keras 3 activation name, mapped to a JAX function with Keras's
@@ -167,6 +174,7 @@ def _bind_parameters(
   """``function`` with ``params`` bound, checked against its signature."""
   parameters = list(inspect.signature(function).parameters.values())[1:]
   accepted = [parameter.name for parameter in parameters]
+  defaults = {parameter.name: parameter.default for parameter in parameters}
   unknown = sorted(set(params) - set(accepted))
   if unknown:
     accepts = (
@@ -190,6 +198,14 @@ def _bind_parameters(
       f' {", ".join(repr(p) for p in missing)}, which have no default;'
       f' got {", ".join(repr(p) for p in sorted(params)) or "none"}.'
     )
+  # A flag such as gelu's approximate must be a bool: the string 'False'
+  # would silently switch it on.
+  params = {
+    key: checks.check_bool(value, layer, f'{key} (of activation {name!r})')
+    if isinstance(defaults.get(key), bool)
+    else value
+    for key, value in params.items()
+  }
   if not params:
     return function
   return _partial(function, tuple(sorted(params.items())))
@@ -228,7 +244,8 @@ def resolve_activation(
       not take, a required parameter left out, or parameters given with
       ``None`` or a callable.
     TypeError: for an ``activation`` that is neither ``None``, a string nor
-      a callable.
+      a callable, or a flag (``gelu``'s ``approximate``) that is not a
+      bool.
   """
   if isinstance(activation, str):
     name = activation.lower()
@@ -278,7 +295,8 @@ def keras_activation(name: str, **params: Any) -> ActivationFunction:
     ``KERAS_ACTIVATIONS[name]`` with ``params`` bound.
 
   Raises:
-    TypeError: if ``name`` is not a string.
+    TypeError: if ``name`` is not a string, or a flag (``gelu``'s
+      ``approximate``) not a bool.
     ValueError: for an unknown name, a parameter the activation does not
       take, or a required parameter left out.
   """

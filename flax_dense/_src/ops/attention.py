@@ -10,6 +10,7 @@ from flax.typing import Dtype, PrecisionLike
 
 from flax_dense._src import checks
 from flax_dense._src.ops.batching import vmap_batch_axes
+from flax_dense._src.ops.reductions import accumulation_dtype, narrow, widen
 
 #: Params initialised with ``kernel_init``; the other matrices are recurrent
 #: (``recurrent_init``) and the ``b_*`` vectors are biases (``bias_init``),
@@ -84,8 +85,15 @@ def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
     mask: ``(T,)`` boolean, True = keep, or ``None`` (keep all).
 
   Returns:
-    ``(T,)`` weights summing to 1, or to 0 when nothing is kept.
+    ``(T,)`` weights summing to 1, or to 0 when nothing is kept, in the
+    dtype of ``logits`` (float16 and bfloat16 are normalised in float32).
   """
+  dtype = logits.dtype
+  return narrow(_masked_softmax(widen(logits), mask), dtype)
+
+
+def _masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """:func:`masked_softmax` in the dtype of ``logits``."""
   if mask is None:
     return jax.nn.softmax(logits)
   # Shifting by the largest kept logit keeps exp finite; with nothing kept the
@@ -189,7 +197,12 @@ def attention_decoder(
       jnp.tanh(dot(state, params['W_a'])[None, :] + encoded), params['V_a']
     )
     weights = masked_softmax(energies, mask)
-    context = dot(weights, inputs)
+    # The context sums over every timestep: float32 for narrow floats.
+    dtype = jnp.result_type(weights, inputs)
+    context = narrow(
+      dot(weights, inputs, preferred_element_type=accumulation_dtype(dtype)),
+      dtype,
+    )
     reset = jax.nn.sigmoid(gate('r', output, state, context))
     update = jax.nn.sigmoid(gate('z', output, state, context))
     proposal = jnp.tanh(gate('p', output, reset * state, context))

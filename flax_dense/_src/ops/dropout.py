@@ -36,13 +36,14 @@ def dropout(
     ``S``, the dtype of ``inputs``.
 
   Raises:
-    TypeError: if ``rate`` is not a real number or ``noise_shape`` not a
-      tuple of integers.
+    TypeError: if ``rate`` is not a real number, ``noise_shape`` not a
+      tuple of integers, or ``inputs`` are integers or booleans (whatever
+      the rate).
     ValueError: if ``rate`` is outside [0, 1), ``key`` is ``None`` for a
       positive rate, or ``noise_shape`` does not broadcast to ``S``.
   """
   rate = checks.check_rate(rate, 'dropout')
-  inputs = jnp.asarray(inputs)
+  inputs = dropout_inputs(inputs, 'dropout')
   if rate == 0.0:
     return inputs
   if key is None:
@@ -66,6 +67,28 @@ def dropout(
   keep = jax.random.bernoulli(key, p=keep_prob, shape=shape)
   keep = jnp.broadcast_to(keep, inputs.shape)
   return jax.lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
+def dropout_inputs(inputs: jax.typing.ArrayLike, layer: str) -> jax.Array:
+  """``inputs`` as an array of floats (or complex numbers), checked.
+
+  Keras 3 fails deep inside ``lax.select`` on integer or boolean inputs in
+  training and passes them through in inference. They are refused here in
+  both modes, so that a model does not work in evaluation only to fail once
+  training starts.
+
+  Raises:
+    TypeError: if ``inputs`` hold integers or booleans.
+  """
+  inputs = jnp.asarray(inputs)
+  checks.check_inexact(
+    inputs,
+    layer,
+    'inputs',
+    'dropout scales the kept entries by 1 / (1 - rate), which integers and'
+    ' booleans cannot hold',
+  )
+  return inputs
 
 
 def resolve_noise_shape(

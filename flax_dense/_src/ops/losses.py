@@ -10,6 +10,7 @@ import optax
 
 from flax_dense._src import checks
 from flax_dense._src.ops.pooling import masked_mean
+from flax_dense._src.ops.reductions import narrow, widen
 
 # Keras's backend.epsilon(): probabilities are clipped to [eps, 1 - eps].
 _EPSILON = 1e-7
@@ -112,7 +113,8 @@ def masked_sparse_categorical_crossentropy(
     from_logits: whether ``predictions`` are logits.
 
   Returns:
-    A scalar.
+    A scalar in the dtype of floating ``predictions``, computed in at least
+    float32.
 
   Raises:
     TypeError: if ``from_logits`` is not a bool.
@@ -123,6 +125,10 @@ def masked_sparse_categorical_crossentropy(
   caller = 'masked_sparse_categorical_crossentropy'
   from_logits = checks.check_bool(from_logits, caller, 'from_logits')
   labels, predictions, keep = _checked(labels, predictions, mask, caller)
+  # As Keras computes losses in float32, float16 and bfloat16 predictions
+  # are widened: their mean over many steps would overflow or stall.
+  dtype = predictions.dtype
+  predictions = widen(predictions)
   # Masked steps get harmless values before any math, so that no NaN or
   # out-of-range label there can leak into the gradient (0 * NaN = NaN).
   labels = jnp.where(keep, labels, 0)
@@ -139,7 +145,7 @@ def masked_sparse_categorical_crossentropy(
       jnp.log(probabilities), labels[..., None], axis=-1
     )
     losses = -log_likelihood[..., 0]
-  return _mean_over_kept(losses, keep)
+  return narrow(_mean_over_kept(losses, keep), dtype)
 
 
 def masked_sparse_categorical_accuracy(

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_dense._src import checks
+from flax_dense._src.ops.reductions import narrow, widen
 
 
 def _normalize(
@@ -69,7 +70,8 @@ def masked_mean(
     keepdims: whether to keep the reduced axes with size 1.
 
   Returns:
-    ``inputs`` reduced over ``axis``.
+    ``inputs`` reduced over ``axis``, in the dtype of floating ``inputs``
+    (float32 for integers).
 
   Raises:
     TypeError: if ``axis`` is not an integer or a tuple of them, or
@@ -80,9 +82,13 @@ def masked_mean(
   """
   keepdims = checks.check_bool(keepdims, 'masked_mean', 'keepdims')
   inputs, keep, axes = _normalize(inputs, mask, axis, 'masked_mean')
-  total = jnp.sum(jnp.where(keep, inputs, 0), axis=axes, keepdims=keepdims)
+  # float16 and bfloat16 are summed (and counted) in float32: a long axis
+  # would overflow float16 or stall bfloat16.
+  total = jnp.sum(
+    jnp.where(keep, widen(inputs), 0), axis=axes, keepdims=keepdims
+  )
   count = jnp.sum(keep, axis=axes, keepdims=keepdims, dtype=total.dtype)
-  return total / jnp.maximum(count, 1)
+  return narrow(total / jnp.maximum(count, 1), inputs.dtype)
 
 
 def masked_max(

@@ -21,6 +21,7 @@ import optax
 from flax.core import meta
 
 from flax_dense._src import checks
+from flax_dense._src.ops.reductions import narrow, widen
 
 #: A penalty: a function from an array to a scalar.
 Regularizer = Callable[[jax.Array], jax.Array]
@@ -60,12 +61,16 @@ def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
   l2 = checks.check_factor(l2, 'l2', 'l1_l2')
 
   def regularizer(x: jax.Array) -> jax.Array:
-    penalty = jnp.zeros((), x.dtype)
+    # float16 and bfloat16 weights are summed in float32: the sum over a
+    # large kernel would overflow or stall in their own dtype.
+    x = jnp.asarray(x)
+    wide = widen(x)
+    penalty = jnp.zeros((), wide.dtype)
     if l1:
-      penalty += jnp.asarray(l1, x.dtype) * jnp.sum(jnp.abs(x))
+      penalty += jnp.asarray(l1, wide.dtype) * jnp.sum(jnp.abs(wide))
     if l2:
-      penalty += jnp.asarray(l2, x.dtype) * jnp.sum(jnp.square(x))
-    return penalty
+      penalty += jnp.asarray(l2, wide.dtype) * jnp.sum(jnp.square(wide))
+    return narrow(penalty, x.dtype)
 
   return regularizer
 
@@ -239,9 +244,11 @@ def _min_max_norm(
           f'{caller}: axis {axis} is out of range for a weight of shape'
           f' {w.shape}.'
         )
-    norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
+    # The norms of float16 and bfloat16 weights are taken in float32.
+    wide = widen(w)
+    norms = jnp.sqrt(jnp.sum(jnp.square(wide), axis=axis, keepdims=True))
     desired = rate * jnp.clip(norms, min_value, max_value) + (1 - rate) * norms
-    return w * (desired / (_EPSILON + norms))
+    return narrow(wide * (desired / (_EPSILON + norms)), w.dtype)
 
   return constraint
 
