@@ -22,7 +22,6 @@ import dataclasses
 import importlib
 import inspect
 import re
-import sys
 import tempfile
 import types
 import typing
@@ -33,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from flax_dense._src.interop.keras_graph import Node
 
 import flax_dense as fd
-from flax_dense._src.interop.keras_graph import Node
 
 MODULES = [
   'flax_dense',
@@ -171,18 +170,6 @@ def _save(overwrite):
     return fd.checkpoint.save(path, {'a': jnp.ones(2)}, overwrite=overwrite)
 
 
-def _start(echo_leader):
-  with tempfile.TemporaryDirectory() as log_dir:
-    processes = fd.sharding.start_local_processes(
-      [[sys.executable, '-c', 'pass']],
-      1,
-      log_dir=log_dir,
-      echo_leader=echo_leader,
-    )
-    exits = fd.sharding.wait_local_processes(processes, timeout=60, grace=5)
-    return [exit.returncode for exit in exits]
-
-
 def _linen_layer_calls():
   calls = {}
   for n in (1, 2, 3):
@@ -296,19 +283,7 @@ CALLS = {
     'gelu', approximate=v
   )(SEQ),
   'checkpoint.save.overwrite': _save,
-  'sharding.start_local_processes.echo_leader': _start,
 }
-
-#: Owned by other branches (checkpoint, sharding, the Keras graph models),
-#: where their checks are being added.
-ELSEWHERE = (
-  'checkpoint.',
-  'sharding.',
-  'KerasSequential.',
-  'KerasFunctional.',
-  'nnx.KerasSequential.',
-  'nnx.KerasFunctional.',
-)
 
 FLAGS = {key.removeprefix('flax_dense.'): opt for key, opt in walk().items()}
 
@@ -317,13 +292,8 @@ def test_every_flag_has_a_valid_call():
   assert sorted(FLAGS) == sorted(CALLS)
 
 
-def _param(key, *values, elsewhere_fails=False):
-  marks = []
-  if elsewhere_fails and key.startswith(ELSEWHERE):
-    marks.append(
-      pytest.mark.xfail(strict=False, reason='fixed on another branch')
-    )
-  return pytest.param(key, *values, marks=marks, id=f'{key}={values[-1]!r}')
+def _param(key, *values):
+  return pytest.param(key, *values, id=f'{key}={values[-1]!r}')
 
 
 def _not_bools(key):
@@ -332,7 +302,7 @@ def _not_bools(key):
 
 
 NOT_BOOL_CASES = [
-  _param(key, value, elsewhere_fails=True)
+  _param(key, value)
   for key in CALLS
   for value in _not_bools(key)
 ]

@@ -12,7 +12,7 @@ import numpy as np
 from etils import epath
 
 from flax_dense._src import checkpoint_files as files
-from flax_dense._src.checks import check_bool
+from flax_dense._src.validate import check_bool
 
 if TYPE_CHECKING:
   import orbax.checkpoint as ocp

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.convert import from_linen
 from flax_dense._src.keras import h5
 from flax_dense._src.keras.imports import convert_layer
@@ -97,7 +97,7 @@ def _input_shape(config: dict[str, Any], where: str) -> tuple[int, ...] | None:
   if not shape:
     return None
   if not isinstance(shape, list | tuple) or not all(
-    size is None or (checks.is_int(size) and size > 0) for size in shape
+    size is None or (validate.is_int(size) and size > 0) for size in shape
   ):
     raise ValueError(
       f'from_keras: {where} gives the input shape {shape!r:.60}, not a list'
@@ -453,19 +453,19 @@ def _merge(layer: KerasLayer, keras3: bool) -> tuple[tuple[str, Any], ...]:
   options = () if keras3 else (('keras2', True),)
   if layer.class_name == 'Concatenate':
     axis = config.get('axis', -1)
-    if not checks.is_int(axis):
+    if not validate.is_int(axis):
       raise layer.error(f'has axis {axis!r:.60}, not an integer.')
     return (('axis', axis), *options)
   if layer.class_name == 'Dot':
     axes = config.get('axes')
     axes = tuple(axes) if isinstance(axes, list) else axes
-    if not checks.is_int(axes) and not (
+    if not validate.is_int(axes) and not (
       isinstance(axes, tuple)
       and len(axes) == 2
-      and all(map(checks.is_int, axes))
+      and all(map(validate.is_int, axes))
     ):
       raise layer.error(f'has axes {axes!r:.60}, not an integer or two.')
-    normalize = checks.check_bool(
+    normalize = validate.check_bool(
       config.get('normalize', False), layer.describe(), 'normalize'
     )
     return (('axes', axes), ('normalize', normalize))

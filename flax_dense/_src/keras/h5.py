@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 
 Weights = dict[str, list[np.ndarray]]
 
@@ -195,7 +195,7 @@ def is_reference(value: Any) -> bool:
     isinstance(value, list | tuple)
     and len(value) in (3, 4)
     and isinstance(value[0], str)
-    and all(checks.is_int(index) and index >= 0 for index in value[1:3])
+    and all(validate.is_int(index) and index >= 0 for index in value[1:3])
   )
 
 

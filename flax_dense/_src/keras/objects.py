@@ -13,7 +13,7 @@ os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import keras  # noqa: E402
 
-from flax_dense._src import checks  # noqa: E402
+from flax_dense._src import validate  # noqa: E402
 from flax_dense._src.keras import config as hosting  # noqa: E402
 from flax_dense._src.variables import CONSTANTS, collect_losses  # noqa: E402
 
@@ -92,7 +92,7 @@ class FlaxModule(keras.layers.Layer):
     self.built = True
 
   def call(self, inputs: Any, training: bool | None = None) -> Any:
-    training = training is not None and checks.check_bool(
+    training = training is not None and validate.check_bool(
       training, f"FlaxModule '{self.name}'", 'training'
     )
     variables = hosting.nest_variables(

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.keras import h5
 from flax_dense._src.keras.imports import import_of, is_registered
 from flax_dense._src.registry.spec import KerasLayer
@@ -74,7 +74,7 @@ def _from_h5(path: str) -> KerasModel:
     )
     if str(entry.get('module')).startswith(('keras.src.ops.', 'keras.ops.')):
       operations[name] = _operation_path(entry)
-    trainable[name] = checks.check_bool(
+    trainable[name] = validate.check_bool(
       config.get('trainable', True),
       f"from_keras: layer '{name}' of {source}",
       'trainable',

@@ -5,8 +5,9 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
+from flax_dense._src.ops import attention as attention_ops
 from flax_dense._src.ops.attention import (
   attention_decoder_layer,
   attention_decoder_shapes,
@@ -78,7 +79,7 @@ class AttentionDecoder(nn.Module):
 
   def _initializer(self, name: str) -> Initializer:
     field = initializer_field(name)
-    return checks.checked_initializer(
+    return validate.checked_initializer(
       getattr(self, field), 'AttentionDecoder', name, field
     )
 
@@ -107,16 +108,16 @@ class AttentionDecoder(nn.Module):
         ``inputs.shape[:-1]``, or D, ``units`` or ``output_dim`` differing
         from the shapes the params were built with.
     """
-    checks.check_attention_fields(
+    attention_ops.check_attention_fields(
       self.units, self.output_dim, self.return_probabilities
     )
     inputs = jnp.asarray(inputs)
-    mask = checks.attention_decoder_mask(inputs, mask)
+    mask = attention_ops.attention_decoder_mask(inputs, mask)
     shapes = attention_decoder_shapes(
       inputs.shape[-1], self.units, self.output_dim
     )
     for name, shape in shapes.items():
-      checks.check_attention_built(
+      attention_ops.check_attention_built(
         inputs.shape,
         self.units,
         self.output_dim,

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.linen.common import freeze_lists
 from flax_dense._src.ops.activations import (
   ActivationFunction,
@@ -260,5 +260,5 @@ class Lambda(nn.Module):
     Raises:
       TypeError: if ``function`` is not callable.
     """
-    checks.check_callable(self.function, 'Lambda', 'function', 'a callable')
+    validate.check_callable(self.function, 'Lambda', 'function', 'a callable')
     return self.function(*inputs, **kwargs)

@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import sow_activity_loss, stored_shape
+from flax_dense._src.ops import dense as dense_ops
 from flax_dense._src.ops.activations import (
   ActivationFunction,
   resolve_activation,
@@ -95,13 +96,15 @@ class PerPositionDense(nn.Module):
     """
     layer = 'PerPositionDense'
     activation = resolve_activation(self.activation, layer)
-    checks.check_regularizer(self.activity_regularizer, layer)
-    checks.check_positive_int(self.features, layer, 'features')
-    use_bias = checks.check_bool(self.use_bias, layer, 'use_bias')
-    kernel_init = checks.checked_initializer(self.kernel_init, layer, 'kernel')
-    bias_init = checks.checked_initializer(self.bias_init, layer, 'bias')
+    validate.check_regularizer(self.activity_regularizer, layer)
+    validate.check_positive_int(self.features, layer, 'features')
+    use_bias = validate.check_bool(self.use_bias, layer, 'use_bias')
+    kernel_init = validate.checked_initializer(
+      self.kernel_init, layer, 'kernel'
+    )
+    bias_init = validate.checked_initializer(self.bias_init, layer, 'bias')
     inputs = jnp.asarray(inputs)
-    kernel_shape = checks.per_position_dense_kernel_shape(
+    kernel_shape = dense_ops.per_position_dense_kernel_shape(
       inputs.shape, self.features, stored_shape(self, 'params', 'kernel')
     )
     kernel = self.param('kernel', kernel_init, kernel_shape, self.param_dtype)

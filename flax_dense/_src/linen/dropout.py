@@ -6,7 +6,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.linen.common import freeze_lists
 from flax_dense._src.ops.dropout import (
   dropout,
@@ -27,8 +27,8 @@ def _drop(
   layer = type(module).__name__
   for given in (module.deterministic, deterministic):
     if given is not None:
-      checks.check_bool(given, layer, 'deterministic')
-  checks.check_str(module.rng_collection, layer, 'rng_collection')
+      validate.check_bool(given, layer, 'deterministic')
+  validate.check_str(module.rng_collection, layer, 'rng_collection')
   if (module.deterministic is None) == (deterministic is None):
     raise ValueError(
       f'{layer}: deterministic must be given exactly once, as a field'
@@ -114,7 +114,7 @@ class Dropout(nn.Module):
       ValueError: if ``rate`` is outside [0, 1), ``noise_shape`` does not
         fit the inputs, or ``deterministic`` is given twice or never.
     """
-    checks.check_rate(self.rate, 'Dropout')
+    validate.check_rate(self.rate, 'Dropout')
     inputs = dropout_inputs(inputs, 'Dropout')
     noise_shape = resolve_noise_shape(self.noise_shape, inputs.shape, 'Dropout')
     return _drop(self, inputs, noise_shape, deterministic, rng)
@@ -157,7 +157,7 @@ class _SpatialDropout(nn.Module):
         ``deterministic`` is given twice or never.
     """
     layer = type(self).__name__
-    checks.check_rate(self.rate, layer)
+    validate.check_rate(self.rate, layer)
     inputs = dropout_inputs(inputs, layer)
     noise_shape = spatial_noise_shape(
       inputs.shape, self.spatial_ndim, self.data_format, layer

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, Initializer
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
 from flax_dense._src.ops.embedding import (
   check_embedding_fields,
@@ -86,7 +86,9 @@ class Embedding(nn.Module):
         f'{self.output_dim} need embeddings of shape {shape}, but it was'
         f' built with shape {tuple(built)}.'
       )
-    init = checks.checked_initializer(self.embeddings_init, layer, 'embeddings')
+    init = validate.checked_initializer(
+      self.embeddings_init, layer, 'embeddings'
+    )
     table = self.param('embeddings', init, shape, self.param_dtype)
     (table,) = promote_dtype(table, dtype=self.dtype)
     return embedding(ids, table)

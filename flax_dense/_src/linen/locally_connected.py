@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
+from flax_dense._src.ops import locally_connected as locally_connected_ops
 from flax_dense._src.ops.activations import (
   ActivationFunction,
   resolve_activation,
@@ -103,14 +104,14 @@ class LocallyConnected1D(nn.Module):
 
     Raises:
       TypeError: for an option of the wrong type (see
-        ``checks.locally_connected_1d_options``) or an initializer that is
+        ``locally_connected_ops.locally_connected_1d_options``) or an initializer that is
         not callable.
       ValueError: for an invalid option, inputs of rank below 2 or with
         fewer steps than ``kernel_size``, or steps or features other than
         the parameters were built for.
     """
     activation = resolve_activation(self.activation, 'LocallyConnected1D')
-    kernel_size, strides = checks.locally_connected_1d_options(
+    kernel_size, strides = locally_connected_ops.locally_connected_1d_options(
       self.filters,
       self.kernel_size,
       self.strides,
@@ -118,14 +119,14 @@ class LocallyConnected1D(nn.Module):
       self.data_format,
       self.use_bias,
     )
-    kernel_init = checks.checked_initializer(
+    kernel_init = validate.checked_initializer(
       self.kernel_init, 'LocallyConnected1D', 'kernel'
     )
-    bias_init = checks.checked_initializer(
+    bias_init = validate.checked_initializer(
       self.bias_init, 'LocallyConnected1D', 'bias'
     )
     inputs = jnp.asarray(inputs)
-    kernel_shape = checks.locally_connected_1d_kernel_shape(
+    kernel_shape = locally_connected_ops.locally_connected_1d_kernel_shape(
       inputs.shape,
       self.filters,
       kernel_size,

@@ -5,8 +5,9 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
+from flax_dense._src.ops import multi_io as multi_io_ops
 from flax_dense._src.ops.multi_io import multi_io_dense_layer
 
 
@@ -74,12 +75,12 @@ class MultiIODense(nn.Module):
         without ``features`` features, leading axes of ``a`` and ``b`` that
         differ, or D differing from the kernel's.
     """
-    checks.check_positive_int(self.features, 'MultiIODense', 'features')
-    kernel_init = checks.checked_initializer(
+    validate.check_positive_int(self.features, 'MultiIODense', 'features')
+    kernel_init = validate.checked_initializer(
       self.kernel_init, 'MultiIODense', 'kernel'
     )
     a, b = jnp.asarray(a), jnp.asarray(b)
-    kernel_shape = checks.multi_io_kernel_shape(
+    kernel_shape = multi_io_ops.multi_io_kernel_shape(
       a.shape, b.shape, self.features, stored_shape(self, 'params', 'kernel')
     )
     kernel = self.param('kernel', kernel_init, kernel_shape, self.param_dtype)

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax.typing import Dtype, Initializer
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
+from flax_dense._src.ops import product as product_ops
 from flax_dense._src.ops.product import const_product_layer
 from flax_dense._src.variables import CONSTANTS
 
@@ -98,19 +99,19 @@ class ConstProduct(nn.Module):
         entries, or ``inputs`` is a scalar or has a different N than the
         stored weights.
     """
-    trainable = checks.check_bool(self.trainable, 'ConstProduct', 'trainable')
-    kernel_init = checks.checked_initializer(
+    trainable = validate.check_bool(self.trainable, 'ConstProduct', 'trainable')
+    kernel_init = validate.checked_initializer(
       self.kernel_init, 'ConstProduct', 'kernel'
     )
     inputs = jnp.asarray(inputs)
     collection = 'params' if trainable else CONSTANTS
     built_shape = stored_shape(self, collection, 'kernel')
-    size = checks.const_product_size(inputs.shape, built_shape)
+    size = product_ops.const_product_size(inputs.shape, built_shape)
     # Given weights are checked when the layer is built; once built, the
     # stored (possibly restored) values are the truth.
     initial = None
     if built_shape is None:
-      initial = checks.const_product_weights(self.weights, trainable, size)
+      initial = product_ops.const_product_weights(self.weights, trainable, size)
     if trainable:
       init_fn = kernel_init if initial is None else initializers.given(initial)
       weights = self.param('kernel', init_fn, (size,), self.param_dtype)

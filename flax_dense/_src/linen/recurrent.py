@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
 from flax_dense._src.ops.activations import resolve_activation
 from flax_dense._src.ops.recurrent import (
@@ -36,7 +36,7 @@ def _deterministic(
   """The call's ``deterministic``: the call's value, else the field's."""
   for value in (field, given):
     if value is not None:
-      checks.check_bool(value, layer, 'deterministic')
+      validate.check_bool(value, layer, 'deterministic')
   value = field if given is None else given
   if value is None:
     if any(rates):
@@ -107,7 +107,7 @@ def _recurrent_call(
       layer, inputs.shape, name, shape, stored_shape(module, 'params', name)
     )
     field, init = inits[name]
-    init = checks.checked_initializer(init, layer, name, field)
+    init = validate.checked_initializer(init, layer, name, field)
     if name == 'bias' and kind == 'lstm' and module.unit_forget_bias:
       init = unit_forget_bias_init(init, module.units)
     params[name] = module.param(name, init, shape, module.param_dtype)

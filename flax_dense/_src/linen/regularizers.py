@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.linen.common import sow_activity_loss
 from flax_dense._src.ops.regularizers import l1_l2
 
@@ -48,8 +48,8 @@ class ActivityRegularization(nn.Module):
       TypeError: if ``l1`` or ``l2`` is not a real number.
       ValueError: if ``l1`` or ``l2`` is negative, infinite or NaN.
     """
-    checks.check_factor(self.l1, 'l1', 'ActivityRegularization')
-    checks.check_factor(self.l2, 'l2', 'ActivityRegularization')
+    validate.check_factor(self.l1, 'ActivityRegularization', 'l1')
+    validate.check_factor(self.l2, 'ActivityRegularization', 'l2')
     inputs = jnp.asarray(inputs)
     sow_activity_loss(self, l1_l2(self.l1, self.l2), inputs)
     return inputs

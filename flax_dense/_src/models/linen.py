@@ -5,7 +5,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.models.graph import (
   Node,
   apply_graph,
@@ -84,7 +84,7 @@ class KerasSequential(nn.Module):
         a layer other than :class:`Masking`.
     """
     check_sequential('KerasSequential', self.layers, self.names, self.mask_flow)
-    deterministic = checks.check_bool(
+    deterministic = validate.check_bool(
       deterministic, 'KerasSequential', 'deterministic'
     )
 
@@ -176,8 +176,8 @@ class KerasFunctional(nn.Module):
       self.outputs,
     )
     check_inputs('KerasFunctional', self.inputs, inputs)
-    checks.check_bool(self.single_output, 'KerasFunctional', 'single_output')
-    deterministic = checks.check_bool(
+    validate.check_bool(self.single_output, 'KerasFunctional', 'single_output')
+    deterministic = validate.check_bool(
       deterministic, 'KerasFunctional', 'deterministic'
     )
     bound = [

@@ -6,7 +6,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.models.graph import (
   Node,
   apply_graph,
@@ -89,7 +89,7 @@ class KerasSequential(nnx.Module):
       The last layer's outputs.
     """
     if deterministic is not None:
-      checks.check_bool(deterministic, 'KerasSequential', 'deterministic')
+      validate.check_bool(deterministic, 'KerasSequential', 'deterministic')
     overrides = {
       name: value
       for name, value in (('deterministic', deterministic), ('rngs', rngs))
@@ -168,7 +168,7 @@ class KerasFunctional(nnx.Module):
     self.nodes = tuple(nodes)
     self.inputs = inputs
     self.outputs = tuple(outputs)
-    self.single_output = checks.check_bool(
+    self.single_output = validate.check_bool(
       single_output, 'KerasFunctional', 'single_output'
     )
 
@@ -192,7 +192,7 @@ class KerasFunctional(nnx.Module):
     """
     check_inputs('KerasFunctional', self.inputs, inputs)
     if deterministic is not None:
-      checks.check_bool(deterministic, 'KerasFunctional', 'deterministic')
+      validate.check_bool(deterministic, 'KerasFunctional', 'deterministic')
     overrides = {
       name: value
       for name, value in (('deterministic', deterministic), ('rngs', rngs))

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.nnx.common import check_rngs, make_param
+from flax_dense._src.ops import attention as attention_ops
 from flax_dense._src.ops.attention import (
   attention_decoder_layer,
   attention_decoder_shapes,
@@ -66,8 +67,10 @@ class AttentionDecoder(nnx.Module):
     rngs: nnx.Rngs,
   ):
     layer = 'AttentionDecoder'
-    checks.check_attention_fields(units, output_dim, return_probabilities)
-    checks.check_positive_int(in_features, layer, 'in_features')
+    attention_ops.check_attention_fields(
+      units, output_dim, return_probabilities
+    )
+    validate.check_positive_int(in_features, layer, 'in_features')
     rngs = check_rngs(rngs, layer)
     inits = {
       'kernel_init': kernel_init,
@@ -107,13 +110,13 @@ class AttentionDecoder(nnx.Module):
       ``return_probabilities``.
     """
     inputs = jnp.asarray(inputs)
-    mask = checks.attention_decoder_mask(inputs, mask)
+    mask = attention_ops.attention_decoder_mask(inputs, mask)
     shapes = attention_decoder_shapes(
       inputs.shape[-1], self.units, self.output_dim
     )
     params = {name: getattr(self, name)[...] for name in shapes}
     for name, shape in shapes.items():
-      checks.check_attention_built(
+      attention_ops.check_attention_built(
         inputs.shape,
         self.units,
         self.output_dim,

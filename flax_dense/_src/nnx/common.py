@@ -7,7 +7,7 @@ import jax
 from flax import nnx
 from flax.typing import Dtype, Initializer
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.regularizers import Regularizer, activity_penalty
 from flax_dense._src.variables import Loss
 
@@ -37,7 +37,7 @@ def make_param(
   The initializer may be wrapped by ``nnx.with_partitioning``: its sharding
   metadata then travels with the variable.
   """
-  init = checks.checked_initializer(init, layer, name, field)
+  init = validate.checked_initializer(init, layer, name, field)
   return nnx.Param(init(rngs.params(), shape, param_dtype), **(metadata or {}))
 
 

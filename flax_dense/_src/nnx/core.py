@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.activations import (
   ActivationFunction,
   resolve_activation,
@@ -70,7 +70,7 @@ class Reshape(nnx.Module):
   """
 
   def __init__(self, target_shape: Sequence[int]):
-    self.target_shape = checks.check_int_tuple(
+    self.target_shape = validate.check_int_tuple(
       target_shape, 'Reshape', 'target_shape'
     )
 
@@ -95,7 +95,7 @@ class Permute(nnx.Module):
   """
 
   def __init__(self, dims: Sequence[int]):
-    self.dims = checks.check_permutation(dims, 'Permute')
+    self.dims = validate.check_permutation(dims, 'Permute')
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Permutes ``(B, S_1, ..., S_n)`` to ``(B, S_dims[0], ...)``."""
@@ -118,7 +118,7 @@ class Flatten(nnx.Module):
   """
 
   def __init__(self, data_format: str = 'channels_last'):
-    checks.check_data_format(data_format, 'Flatten')
+    validate.check_data_format(data_format, 'Flatten')
     self.data_format = data_format
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
@@ -141,7 +141,7 @@ class RepeatVector(nnx.Module):
   """
 
   def __init__(self, n: int):
-    self.n = checks.check_positive_int(n, 'RepeatVector', 'n')
+    self.n = validate.check_positive_int(n, 'RepeatVector', 'n')
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Repeats ``(B, F)`` inputs to ``(B, n, F)``."""
@@ -163,7 +163,7 @@ class Lambda(nnx.Module):
   """
 
   def __init__(self, function: Callable[..., Any]):
-    checks.check_callable(function, 'Lambda', 'function', 'a callable')
+    validate.check_callable(function, 'Lambda', 'function', 'a callable')
     self.function = function
 
   def __call__(self, *inputs: Any, **kwargs: Any) -> Any:

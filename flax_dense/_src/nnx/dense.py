@@ -9,8 +9,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.nnx.common import check_rngs, make_param, sow_activity_loss
+from flax_dense._src.ops import dense as dense_ops
 from flax_dense._src.ops.activations import (
   ActivationFunction,
   resolve_activation,
@@ -88,10 +89,10 @@ class PerPositionDense(nnx.Module):
       ('in_features', in_features),
       ('features', features),
     ):
-      checks.check_positive_int(value, layer, name)
-    checks.check_bool(use_bias, layer, 'use_bias')
+      validate.check_positive_int(value, layer, name)
+    validate.check_bool(use_bias, layer, 'use_bias')
     resolve_activation(activation, layer)
-    checks.check_regularizer(activity_regularizer, layer)
+    validate.check_regularizer(activity_regularizer, layer)
     rngs = check_rngs(rngs, layer)
     self.kernel = make_param(
       layer,
@@ -138,7 +139,7 @@ class PerPositionDense(nnx.Module):
     """
     inputs = jnp.asarray(inputs)
     kernel = self.kernel[...]
-    checks.per_position_dense_kernel_shape(
+    dense_ops.per_position_dense_kernel_shape(
       inputs.shape, self.features, kernel.shape
     )
     bias = None if self.bias is None else self.bias[...]

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import jax
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.dropout import (
   dropout,
   dropout_inputs,
@@ -34,9 +34,9 @@ class _DropoutBase(nnx.Module):
 
   def __init__(self, rate, deterministic, rng_collection, rngs):
     layer = type(self).__name__
-    rate = checks.check_rate(rate, layer)
-    deterministic = checks.check_bool(deterministic, layer, 'deterministic')
-    checks.check_str(rng_collection, layer, 'rng_collection')
+    rate = validate.check_rate(rate, layer)
+    deterministic = validate.check_bool(deterministic, layer, 'deterministic')
+    validate.check_str(rng_collection, layer, 'rng_collection')
     self.rate = rate
     self.deterministic = deterministic
     self.rng_collection = rng_collection
@@ -52,7 +52,7 @@ class _DropoutBase(nnx.Module):
     layer = type(self).__name__
     if deterministic is None:
       deterministic = self.deterministic
-    if checks.check_bool(deterministic, layer, 'deterministic'):
+    if validate.check_bool(deterministic, layer, 'deterministic'):
       return inputs
     if self.rate == 0.0:  # the identity, no draw
       return inputs
@@ -160,7 +160,7 @@ class _SpatialDropout(_DropoutBase):
     rng_collection: str = 'dropout',
     rngs: nnx.Rngs | nnx.RngStream | None = None,
   ):
-    checks.check_data_format(data_format, type(self).__name__)
+    validate.check_data_format(data_format, type(self).__name__)
     super().__init__(rate, deterministic, rng_collection, rngs)
     self.data_format = data_format
 

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.nnx.common import check_rngs, make_param
+from flax_dense._src.ops import locally_connected as locally_connected_ops
 from flax_dense._src.ops.activations import (
   ActivationFunction,
   resolve_activation,
@@ -91,9 +92,9 @@ class LocallyConnected1D(nnx.Module):
     bias_metadata: Mapping[str, Any] = MappingProxyType({}),
   ):
     layer = 'LocallyConnected1D'
-    checks.check_positive_int(input_length, layer, 'input_length')
-    checks.check_positive_int(in_features, layer, 'in_features')
-    kernel_size, strides = checks.locally_connected_1d_options(
+    validate.check_positive_int(input_length, layer, 'input_length')
+    validate.check_positive_int(in_features, layer, 'in_features')
+    kernel_size, strides = locally_connected_ops.locally_connected_1d_options(
       filters, kernel_size, strides, padding, data_format, use_bias
     )
     resolve_activation(activation, layer)
@@ -101,7 +102,7 @@ class LocallyConnected1D(nnx.Module):
     example_shape = (input_length, in_features)
     if data_format == 'channels_first':
       example_shape = example_shape[::-1]
-    kernel_shape = checks.locally_connected_1d_kernel_shape(
+    kernel_shape = locally_connected_ops.locally_connected_1d_kernel_shape(
       example_shape, filters, kernel_size, strides, data_format, None
     )
     self.kernel = make_param(
@@ -154,7 +155,7 @@ class LocallyConnected1D(nnx.Module):
     """
     inputs = jnp.asarray(inputs)
     kernel = self.kernel[...]
-    checks.locally_connected_1d_kernel_shape(
+    locally_connected_ops.locally_connected_1d_kernel_shape(
       inputs.shape,
       self.filters,
       self.kernel_size,

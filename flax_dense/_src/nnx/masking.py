@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src.ops import masking as masking_ops
 from flax_dense._src.ops.masking import compute_mask, masking_layer
 
 
@@ -29,7 +29,7 @@ class Masking(nnx.Module):
   """
 
   def __init__(self, mask_value: float = 0.0):
-    self.mask_value = checks.check_mask_value(mask_value, 'Masking')
+    self.mask_value = masking_ops.check_mask_value(mask_value, 'Masking')
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Applies the mask.

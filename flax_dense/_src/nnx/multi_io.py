@@ -5,8 +5,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.nnx.common import check_rngs, make_param
+from flax_dense._src.ops import multi_io as multi_io_ops
 from flax_dense._src.ops.multi_io import multi_io_dense_layer
 
 
@@ -49,8 +50,8 @@ class MultiIODense(nnx.Module):
     rngs: nnx.Rngs,
   ):
     layer = 'MultiIODense'
-    checks.check_positive_int(in_features, layer, 'in_features')
-    checks.check_positive_int(features, layer, 'features')
+    validate.check_positive_int(in_features, layer, 'in_features')
+    validate.check_positive_int(features, layer, 'features')
     rngs = check_rngs(rngs, layer)
     self.kernel = make_param(
       layer, 'kernel', kernel_init, rngs, (in_features, features), param_dtype
@@ -76,5 +77,7 @@ class MultiIODense(nnx.Module):
     """
     a, b = jnp.asarray(a), jnp.asarray(b)
     kernel = self.kernel[...]
-    checks.multi_io_kernel_shape(a.shape, b.shape, self.features, kernel.shape)
+    multi_io_ops.multi_io_kernel_shape(
+      a.shape, b.shape, self.features, kernel.shape
+    )
     return multi_io_dense_layer(a, b, kernel, self.dtype, self.precision)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.pooling import (
   global_pooling_1d,
   masked_max,
@@ -23,8 +23,8 @@ class _GlobalPooling1D(nnx.Module):
   def __init__(
     self, data_format: str = 'channels_last', keepdims: bool = False
   ):
-    checks.check_data_format(data_format, type(self).__name__)
-    checks.check_bool(keepdims, type(self).__name__, 'keepdims')
+    validate.check_data_format(data_format, type(self).__name__)
+    validate.check_bool(keepdims, type(self).__name__, 'keepdims')
     self.data_format = data_format
     self.keepdims = keepdims
 

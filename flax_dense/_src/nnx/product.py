@@ -7,8 +7,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.nnx.common import check_rngs, make_param
+from flax_dense._src.ops import product as product_ops
 from flax_dense._src.ops.product import const_product_layer
 from flax_dense._src.variables import Constant
 
@@ -64,16 +65,16 @@ class ConstProduct(nnx.Module):
     rngs: nnx.Rngs | None = None,
   ):
     layer = 'ConstProduct'
-    checks.check_positive_int(in_features, layer, 'in_features')
-    trainable = checks.check_bool(trainable, layer, 'trainable')
-    checks.check_initializer(kernel_init, layer, 'kernel_init')
+    validate.check_positive_int(in_features, layer, 'in_features')
+    trainable = validate.check_bool(trainable, layer, 'trainable')
+    validate.check_initializer(kernel_init, layer, 'kernel_init')
     if isinstance(weights, nnx.Variable):
       raise TypeError(
         f'ConstProduct: weights must be the initial values (an array or a'
         f' list), got an {type(weights).__name__}; the layer makes w an'
         ' nnx.Param (trainable=True) or a fd.nnx.Constant itself.'
       )
-    initial = checks.const_product_weights(weights, trainable, in_features)
+    initial = product_ops.const_product_weights(weights, trainable, in_features)
     if not trainable:
       self.kernel: nnx.Variable = Constant(jnp.asarray(initial, param_dtype))
     elif initial is not None:
@@ -102,5 +103,5 @@ class ConstProduct(nnx.Module):
     """
     inputs = jnp.asarray(inputs)
     weights = self.kernel[...]
-    checks.const_product_size(inputs.shape, weights.shape)
+    product_ops.const_product_size(inputs.shape, weights.shape)
     return const_product_layer(inputs, weights, self.dtype)

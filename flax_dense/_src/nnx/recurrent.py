@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype, Initializer, PrecisionLike
 
-from flax_dense._src import checks, initializers
+from flax_dense._src import initializers, validate
 from flax_dense._src.nnx.common import check_rngs, make_param
 from flax_dense._src.nnx.dropout import _stream
 from flax_dense._src.ops.activations import resolve_activation
@@ -78,7 +78,7 @@ class _Recurrent(nnx.Module):
       },
       rng_collection,
     )
-    checks.check_positive_int(in_features, layer, 'in_features')
+    validate.check_positive_int(in_features, layer, 'in_features')
     rngs = check_rngs(rngs, layer)
     resolve_activation(activation, layer)
     resolve_activation(recurrent_activation, layer)
@@ -94,7 +94,7 @@ class _Recurrent(nnx.Module):
     for name, shape in shapes.items():
       field, init = inits[name]
       if name == 'bias' and self.kind == 'lstm' and unit_forget_bias:
-        checks.check_initializer(init, layer, field)
+        validate.check_initializer(init, layer, field)
         init = unit_forget_bias_init(init, units)
       param = make_param(
         layer, name, init, rngs, shape, param_dtype, field=field
@@ -146,12 +146,12 @@ class _Recurrent(nnx.Module):
     layer = LAYERS[self.kind]
     zero_output = self.zero_output_for_mask
     if zero_output_for_mask is not None:
-      zero_output = checks.check_bool(
+      zero_output = validate.check_bool(
         zero_output_for_mask, layer, 'zero_output_for_mask'
       )
     if deterministic is None:
       deterministic = self.deterministic
-    deterministic = checks.check_bool(deterministic, layer, 'deterministic')
+    deterministic = validate.check_bool(deterministic, layer, 'deterministic')
     inputs, mask, states = check_recurrent_inputs(
       layer, self.kind, self.units, inputs, mask, initial_state
     )

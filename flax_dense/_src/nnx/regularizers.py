@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.nnx.common import sow_activity_loss
 from flax_dense._src.ops.regularizers import l1_l2
 
@@ -33,8 +33,8 @@ class ActivityRegularization(nnx.Module):
   """
 
   def __init__(self, l1: float = 0.0, l2: float = 0.0):
-    self.l1 = checks.check_factor(l1, 'l1', 'ActivityRegularization')
-    self.l2 = checks.check_factor(l2, 'l2', 'ActivityRegularization')
+    self.l1 = validate.check_factor(l1, 'ActivityRegularization', 'l1')
+    self.l2 = validate.check_factor(l2, 'ActivityRegularization', 'l2')
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Returns ``inputs`` unchanged and sows their penalty."""

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.reductions import narrow, widen
 
 #: An activation: a function from an array to an array of the same shape,
@@ -201,7 +201,7 @@ def _bind_parameters(
   # A flag such as gelu's approximate must be a bool: the string 'False'
   # would silently switch it on.
   params = {
-    key: checks.check_bool(value, layer, f'{key} (of activation {name!r})')
+    key: validate.check_bool(value, layer, f'{key} (of activation {name!r})')
     if isinstance(defaults.get(key), bool)
     else value
     for key, value in params.items()

@@ -1,6 +1,7 @@
 """Attention decoder of Bahdanau, Cho & Bengio (2014), as in the Keras tutorial."""
 
 import functools
+from typing import Any
 
 import chex
 import jax
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.batching import vmap_batch_axes
 from flax_dense._src.ops.reductions import accumulation_dtype, narrow, widen
 
@@ -55,7 +56,7 @@ def attention_decoder_shapes(
     ('output_dim', output_dim),
   ):
     if not jax.export.is_symbolic_dim(size):
-      checks.check_positive_int(size, 'attention_decoder_shapes', name)
+      validate.check_positive_int(size, 'attention_decoder_shapes', name)
   shapes = {
     'V_a': (units,),
     'W_a': (units, units),
@@ -151,12 +152,12 @@ def attention_decoder(
     TypeError: if ``return_probabilities`` is not a bool.
     ValueError: if ``inputs`` is not ``(T, D)`` with ``T >= 1``.
   """
-  checks.check_bool(
+  validate.check_bool(
     return_probabilities, 'attention_decoder', 'return_probabilities'
   )
   inputs = jnp.asarray(inputs)
-  checks.check_rank(inputs, 2, '(timesteps, features)', 'attention_decoder')
-  checks.check_nonempty_axes(
+  validate.check_rank(inputs, 'attention_decoder', 2, '(timesteps, features)')
+  validate.check_nonempty_axes(
     'attention_decoder',
     inputs.shape,
     {'timesteps': inputs.shape[0], 'features': inputs.shape[1]},
@@ -276,3 +277,59 @@ def attention_decoder_layer(
     (inputs, mask),
     dict(zip(params, values, strict=True)),
   )
+
+
+def check_attention_fields(
+  units: Any, output_dim: Any, return_probabilities: Any
+) -> None:
+  """Checks the sizes and the flag of ``AttentionDecoder``."""
+  validate.check_positive_int(units, 'AttentionDecoder', 'units')
+  validate.check_positive_int(output_dim, 'AttentionDecoder', 'output_dim')
+  validate.check_bool(
+    return_probabilities, 'AttentionDecoder', 'return_probabilities'
+  )
+
+
+def attention_decoder_mask(
+  inputs: jax.Array, mask: jax.typing.ArrayLike | None
+) -> jax.Array | None:
+  """``AttentionDecoder``'s mask as booleans, checked against the inputs."""
+  if inputs.ndim < 2 or inputs.shape[-2] == 0:
+    raise ValueError(
+      'AttentionDecoder: inputs must have shape (..., timesteps, features)'
+      f' with rank >= 2 and at least one timestep, got shape {inputs.shape}.'
+    )
+  if mask is None:
+    return None
+  mask = jnp.asarray(mask)
+  if mask.shape != inputs.shape[:-1]:
+    raise ValueError(
+      f'AttentionDecoder: mask must have shape {inputs.shape[:-1]}'
+      f' (..., timesteps) to match inputs of shape {inputs.shape}, got'
+      f' shape {mask.shape}.'
+    )
+  return mask.astype(bool)
+
+
+def check_attention_built(
+  inputs_shape: tuple[int, ...],
+  units: int,
+  output_dim: int,
+  name: str,
+  shape: tuple[int, ...],
+  built_shape: tuple[int, ...] | None,
+) -> None:
+  """Raises our own error when a param of the decoder has another shape."""
+  if built_shape is not None and tuple(built_shape) != tuple(shape):
+    raise ValueError(
+      f'AttentionDecoder: inputs of shape {inputs_shape} with'
+      f' units={units} and output_dim={output_dim} need {name}'
+      f' of shape {shape}, but it was built with shape {tuple(built_shape)};'
+      ' inputs must be (..., timesteps, features) with the features the'
+      ' layer was built for.'
+    )
+
+
+# ---------------------------------------------------------------------------
+# LocallyConnected1D, shared by its linen and NNX classes, the pure function
+# and the Keras weight converter.

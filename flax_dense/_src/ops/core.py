@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.batching import vmap_leading
 
 
@@ -29,7 +29,7 @@ def resolve_target_shape(
     ValueError: for more than one ``-1``, a size below ``-1``, or a total
       size that differs from the example's.
   """
-  target_shape = checks.check_int_tuple(target_shape, layer, 'target_shape')
+  target_shape = validate.check_int_tuple(target_shape, layer, 'target_shape')
   if any(size < -1 for size in target_shape):
     raise ValueError(
       f'{layer}: target_shape must hold non-negative integers and at most'
@@ -91,13 +91,13 @@ def permute(inputs: jax.Array, dims: Sequence[int]) -> jax.Array:
     ValueError: if ``dims`` is not a permutation of ``1..n`` (0-based dims
       are refused) or ``inputs`` does not have rank ``n``.
   """
-  dims = checks.check_permutation(dims, 'permute')
+  dims = validate.check_permutation(dims, 'permute')
   inputs = jnp.asarray(inputs)
-  checks.check_rank(
+  validate.check_rank(
     inputs,
+    'permute',
     len(dims),
     f'one example of rank {len(dims)}, dims={dims}',
-    'permute',
   )
   return jnp.transpose(inputs, [dim - 1 for dim in dims])
 
@@ -118,7 +118,7 @@ def flatten(inputs: jax.Array, data_format: str = 'channels_last') -> jax.Array:
     TypeError: if ``data_format`` is not a string.
     ValueError: for an unknown ``data_format``.
   """
-  checks.check_data_format(data_format, 'flatten')
+  validate.check_data_format(data_format, 'flatten')
   inputs = jnp.asarray(inputs)
   if data_format == 'channels_first' and inputs.ndim > 1:
     inputs = jnp.moveaxis(inputs, 0, -1)
@@ -139,40 +139,40 @@ def repeat_vector(inputs: jax.Array, n: int) -> jax.Array:
     TypeError: if ``n`` is not an integer.
     ValueError: if ``n`` is not positive or ``inputs`` is not ``(F,)``.
   """
-  n = checks.check_positive_int(n, 'repeat_vector', 'n')
+  n = validate.check_positive_int(n, 'repeat_vector', 'n')
   inputs = jnp.asarray(inputs)
-  checks.check_rank(inputs, 1, '(features,)', 'repeat_vector')
+  validate.check_rank(inputs, 'repeat_vector', 1, '(features,)')
   return jnp.broadcast_to(inputs, (n, inputs.shape[0]))
 
 
 def reshape_layer(inputs: jax.Array, target_shape: Sequence[int]) -> jax.Array:
   """The ``Reshape`` layer: ``(B, ...) -> (B, *target_shape)``, checked."""
-  checks.check_min_rank(inputs, 1, '(batch, ...)', 'Reshape')
+  validate.check_min_rank(inputs, 'Reshape', 1, '(batch, ...)')
   target_shape = resolve_target_shape(inputs.shape[1:], target_shape, 'Reshape')
   return vmap_leading(reshape, inputs, inputs.ndim - 1, target_shape)
 
 
 def permute_layer(inputs: jax.Array, dims: Sequence[int]) -> jax.Array:
   """The ``Permute`` layer with Keras's 1-based ``dims``, checked."""
-  dims = checks.check_permutation(dims, 'Permute')
-  checks.check_rank(
+  dims = validate.check_permutation(dims, 'Permute')
+  validate.check_rank(
     inputs,
+    'Permute',
     len(dims) + 1,
     f'(batch, {len(dims)} axes permuted by dims={dims})',
-    'Permute',
   )
   return vmap_leading(permute, inputs, len(dims), dims)
 
 
 def flatten_layer(inputs: jax.Array, data_format: str) -> jax.Array:
   """The ``Flatten`` layer: ``(B, ...) -> (B, N)``, checked."""
-  checks.check_data_format(data_format, 'Flatten')
-  checks.check_min_rank(inputs, 1, '(batch, ...)', 'Flatten')
+  validate.check_data_format(data_format, 'Flatten')
+  validate.check_min_rank(inputs, 'Flatten', 1, '(batch, ...)')
   return vmap_leading(flatten, inputs, inputs.ndim - 1, data_format)
 
 
 def repeat_vector_layer(inputs: jax.Array, n: int) -> jax.Array:
   """The ``RepeatVector`` layer: ``(B, F) -> (B, n, F)``, checked."""
-  n = checks.check_positive_int(n, 'RepeatVector', 'n')
-  checks.check_rank(inputs, 2, '(batch, features)', 'RepeatVector')
+  n = validate.check_positive_int(n, 'RepeatVector', 'n')
+  validate.check_rank(inputs, 'RepeatVector', 2, '(batch, features)')
   return vmap_leading(repeat_vector, inputs, 1, n)

@@ -9,7 +9,7 @@ from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 from jax import lax
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops import dense_kernels
 from flax_dense._src.ops.batching import vmap_leading
 
@@ -37,15 +37,15 @@ def per_position_dense(
     ValueError: if the shapes do not fit together.
   """
   caller = 'per_position_dense'
-  checks.check_array_shape(caller, 'kernel', kernel, (None,) * 3, '(P, D, K)')
+  validate.check_array_shape(kernel, caller, 'kernel', (None,) * 3, '(P, D, K)')
   positions, in_features, features = kernel.shape
-  checks.check_array_shape(
-    caller, 'inputs', inputs, (positions, in_features), '(P, D)'
+  validate.check_array_shape(
+    inputs, caller, 'inputs', (positions, in_features), '(P, D)'
   )
   outputs = jnp.einsum('pd,pdk->pk', inputs, kernel, precision=precision)
   if bias is not None:
-    checks.check_array_shape(
-      caller, 'bias', bias, (positions, features), '(P, K)'
+    validate.check_array_shape(
+      bias, caller, 'bias', (positions, features), '(P, K)'
     )
     outputs = outputs + bias
   return outputs
@@ -120,3 +120,34 @@ def per_position_dense_layer(
   return activation(
     _per_position_dense_leading(inputs, kernel, bias, precision)
   )
+
+
+def per_position_dense_kernel_shape(
+  inputs_shape: tuple[int, ...],
+  features: int,
+  built_shape: tuple[int, ...] | None,
+) -> tuple[int, int, int]:
+  """The ``(P, D, K)`` kernel that inputs ``(..., P, D)`` need."""
+  if len(inputs_shape) < 2:
+    raise ValueError(
+      'PerPositionDense: inputs must have shape (..., positions, features)'
+      f' with rank >= 2, got shape {inputs_shape}.'
+    )
+  positions, in_features = inputs_shape[-2:]
+  validate.check_nonempty_axes(
+    'PerPositionDense',
+    inputs_shape,
+    {'positions': positions, 'features': in_features},
+  )
+  kernel_shape = (positions, in_features, features)
+  if built_shape is not None and tuple(built_shape) != kernel_shape:
+    raise ValueError(
+      f'PerPositionDense: inputs of shape {inputs_shape} have {positions}'
+      f' positions of {in_features} features and need a kernel of shape'
+      f' {kernel_shape} (positions, in_features, features), but the kernel'
+      f' was built with shape {tuple(built_shape)}: the layer is built for'
+      f' {built_shape[1]} input features at {built_shape[0]} positions, got'
+      f' {in_features} at {positions}; inputs must be'
+      ' (..., positions, features).'
+    )
+  return kernel_shape

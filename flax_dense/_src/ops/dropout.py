@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 
 
 def dropout(
@@ -42,7 +42,7 @@ def dropout(
     ValueError: if ``rate`` is outside [0, 1), ``key`` is ``None`` for a
       positive rate, or ``noise_shape`` does not broadcast to ``S``.
   """
-  rate = checks.check_rate(rate, 'dropout')
+  rate = validate.check_rate(rate, 'dropout')
   inputs = dropout_inputs(inputs, 'dropout')
   if rate == 0.0:
     return inputs
@@ -54,7 +54,7 @@ def dropout(
   keep_prob = 1.0 - rate
   shape = inputs.shape
   if noise_shape is not None:
-    shape = checks.check_shape(noise_shape, 'dropout', 'noise_shape')
+    shape = validate.check_shape(noise_shape, 'dropout', 'noise_shape')
     try:
       fits = jnp.broadcast_shapes(shape, inputs.shape) == inputs.shape
     except ValueError:
@@ -81,7 +81,7 @@ def dropout_inputs(inputs: jax.typing.ArrayLike, layer: str) -> jax.Array:
     TypeError: if ``inputs`` hold integers or booleans.
   """
   inputs = jnp.asarray(inputs)
-  checks.check_inexact(
+  validate.check_inexact(
     inputs,
     layer,
     'inputs',
@@ -117,7 +117,7 @@ def resolve_noise_shape(
   if noise_shape is None:
     return input_shape
   if not isinstance(noise_shape, tuple | list) or not all(
-    entry is None or checks.is_int(entry) for entry in noise_shape
+    entry is None or validate.is_int(entry) for entry in noise_shape
   ):
     raise TypeError(
       f'{layer}: noise_shape must be None or a tuple of integers or None,'
@@ -167,7 +167,7 @@ def spatial_noise_shape(
   Returns:
     ``(B, 1, ..., 1, C)`` or ``(B, C, 1, ..., 1)``.
   """
-  checks.check_data_format(data_format, layer)
+  validate.check_data_format(data_format, layer)
   spatial = ', '.join(f'dim{i + 1}' for i in range(spatial_ndim))
   channels_last = data_format == 'channels_last'
   layout = (

@@ -5,7 +5,7 @@ import jax.core
 import jax.numpy as jnp
 import numpy as np
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 
 
 def check_ids(
@@ -18,7 +18,7 @@ def check_ids(
       are refused, not cast as Keras casts them).
     ValueError: for concrete ids outside ``[0, input_dim)``.
   """
-  ids = checks.as_array(ids, caller, 'inputs')
+  ids = validate.as_array(ids, caller, 'inputs')
   if not jnp.issubdtype(ids.dtype, jnp.integer):
     raise TypeError(
       f'{caller}: inputs must be integer ids, got dtype {ids.dtype}; cast'
@@ -68,6 +68,6 @@ def check_embedding_fields(
   layer: str, input_dim: object, output_dim: object, mask_zero: object
 ) -> None:
   """Checks the sizes and the flag of ``Embedding``."""
-  checks.check_positive_int(input_dim, layer, 'input_dim')
-  checks.check_positive_int(output_dim, layer, 'output_dim')
-  checks.check_bool(mask_zero, layer, 'mask_zero')
+  validate.check_positive_int(input_dim, layer, 'input_dim')
+  validate.check_positive_int(output_dim, layer, 'output_dim')
+  validate.check_bool(mask_zero, layer, 'mask_zero')

@@ -10,6 +10,7 @@ not a scatter).
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -17,8 +18,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
-from flax_dense._src import checks
-from flax_dense._src.checks import valid_output_length
+from flax_dense._src import validate
 from flax_dense._src.ops.batching import vmap_leading
 from flax_dense._src.ops.dense import (
   per_position_dense,
@@ -117,10 +117,10 @@ def locally_connected_1d(
       string.
     ValueError: if ``strides`` is not positive or ``data_format`` unknown.
   """
-  strides = checks.check_positive_int(
+  strides = validate.check_positive_int(
     strides, 'locally_connected_1d', 'strides'
   )
-  checks.check_data_format(data_format, 'locally_connected_1d')
+  validate.check_data_format(data_format, 'locally_connected_1d')
   chex.assert_rank(
     [inputs, kernel],
     [2, 3],
@@ -130,7 +130,7 @@ def locally_connected_1d(
   in_features, input_length = (
     inputs.shape[::-1] if data_format == 'channels_last' else inputs.shape
   )
-  checks.check_nonempty_axes(
+  validate.check_nonempty_axes(
     'locally_connected_1d',
     inputs.shape,
     {'steps': input_length, 'features': in_features},
@@ -210,3 +210,134 @@ def locally_connected_1d_layer(
     )
 
   return activation(vmap_leading(one_example, inputs, 2, kernel, bias))
+
+
+def valid_output_length(
+  input_length: int, kernel_size: int, strides: int
+) -> int:
+  """Keras's output length with ``'valid'`` padding (0 or less: no window)."""
+  return (input_length - kernel_size) // strides + 1
+
+
+#: Keras 2 ``LocallyConnected1D``'s weight layouts by ``implementation``.
+LOCALLY_CONNECTED_1D_IMPLEMENTATIONS = (1, 2, 3)
+
+
+def single_positive_int(value: Any, layer: str, name: str) -> int:
+  """A positive int given as Keras accepts it: ``3``, ``(3,)`` or ``[3]``.
+
+  Raises:
+    TypeError: unless ``value`` is an integer or a tuple or list of them.
+    ValueError: for a tuple or list of another length than one, or an
+      integer that is not positive.
+  """
+  expected = 'a positive integer or a tuple of one'
+  if isinstance(value, tuple | list):
+    if len(value) != 1:
+      raise ValueError(
+        f'{layer}: {name} must be {expected} (1D), got {value!r} with'
+        f' {len(value)} entries.'
+      )
+    value = value[0]
+  if not validate.is_int(value):
+    raise TypeError(
+      f'{layer}: {name} must be {expected}, got {validate._given(value)}.'
+    )
+  return validate.check_positive_int(value, layer, name)
+
+
+def locally_connected_1d_options(
+  filters: Any,
+  kernel_size: Any,
+  strides: Any,
+  padding: Any,
+  data_format: Any,
+  use_bias: Any,
+  layer: str = 'LocallyConnected1D',
+) -> tuple[int, int]:
+  """Checks ``LocallyConnected1D``'s options; ``(kernel_size, strides)``.
+
+  Raises:
+    TypeError: for a size that is not an integer (or a tuple of one), a
+      ``padding`` or ``data_format`` that is not a string, or a
+      ``use_bias`` that is not a bool.
+    ValueError: for a size that is not positive, a ``padding`` other than
+      ``'valid'``, or an unknown ``data_format``.
+  """
+  validate.check_positive_int(filters, layer, 'filters')
+  kernel_size = single_positive_int(kernel_size, layer, 'kernel_size')
+  strides = single_positive_int(strides, layer, 'strides')
+  if not isinstance(padding, str):
+    raise TypeError(
+      f"{layer}: padding must be the string 'valid', got {validate._given(padding)}."
+    )
+  if padding.lower() != 'valid':
+    raise ValueError(
+      f"{layer}: padding must be 'valid' (no padding), the only padding of"
+      " Keras 2's LocallyConnected1D with its default implementation=1,"
+      f' whose weight layout this layer uses; got {padding!r}.'
+    )
+  validate.check_data_format(data_format, layer)
+  validate.check_bool(use_bias, layer, 'use_bias')
+  return kernel_size, strides
+
+
+def _steps_layout(data_format: str) -> str:
+  if data_format == 'channels_last':
+    return '(..., steps, features)'
+  return '(..., features, steps)'
+
+
+def locally_connected_1d_kernel_shape(
+  inputs_shape: tuple[int, ...],
+  filters: int,
+  kernel_size: int,
+  strides: int,
+  data_format: str,
+  built_shape: tuple[int, ...] | None,
+  layer: str = 'LocallyConnected1D',
+) -> tuple[int, int, int]:
+  """The ``(L_out, kernel_size * D, filters)`` kernel that inputs need.
+
+  Args:
+    inputs_shape: ``(..., L, D)``, or ``(..., D, L)`` for
+      ``'channels_first'``.
+    filters: output features per step.
+    kernel_size: steps per window, checked.
+    strides: steps between windows, checked.
+    data_format: ``'channels_last'`` or ``'channels_first'``, checked.
+    built_shape: the shape the kernel was built with, or ``None``.
+    layer: the name in the messages.
+
+  Returns:
+    ``(L_out, kernel_size * D, filters)``, ``L_out`` Keras's output length.
+  """
+  layout = _steps_layout(data_format)
+  if len(inputs_shape) < 2:
+    raise ValueError(
+      f'{layer}: inputs must have shape {layout} with rank >= 2, got shape'
+      f' {tuple(inputs_shape)}.'
+    )
+  input_length, in_features = inputs_shape[-2:]
+  if data_format == 'channels_first':
+    input_length, in_features = in_features, input_length
+  validate.check_nonempty_axes(layer, inputs_shape, {'features': in_features})
+  length = valid_output_length(input_length, kernel_size, strides)
+  if length < 1:
+    raise ValueError(
+      f'{layer}: {input_length} input steps are fewer than'
+      f' kernel_size={kernel_size}, so no window fits'
+      f' (output length (steps - kernel_size) // strides + 1 = {length});'
+      f' inputs must be {layout} with at least kernel_size steps.'
+    )
+  kernel_shape = (length, kernel_size * in_features, filters)
+  if built_shape is not None and tuple(built_shape) != kernel_shape:
+    raise ValueError(
+      f'{layer}: inputs of shape {tuple(inputs_shape)} have {input_length}'
+      f' steps of {in_features} features and need a kernel of shape'
+      f' {kernel_shape} (output_length, kernel_size * features, filters)'
+      f' with kernel_size={kernel_size}, strides={strides}, but the kernel'
+      f' was built with shape {tuple(built_shape)}; inputs must be {layout}'
+      ' with the steps and features the layer was built for.'
+    )
+  return kernel_shape

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.pooling import masked_mean
 from flax_dense._src.ops.reductions import narrow, widen
 
@@ -20,9 +20,9 @@ def _checked(
   labels: Any, predictions: Any, mask: Any, caller: str
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The arguments as arrays, the mask as booleans, after checking them."""
-  labels = checks.as_array(labels, caller, 'labels')
-  predictions = checks.as_array(predictions, caller, 'predictions')
-  mask = checks.as_array(mask, caller, 'mask')
+  labels = validate.as_array(labels, caller, 'labels')
+  predictions = validate.as_array(predictions, caller, 'predictions')
+  mask = validate.as_array(mask, caller, 'mask')
   if predictions.ndim < 1 or labels.shape != predictions.shape[:-1]:
     raise ValueError(
       f'{caller}: predictions must be (..., T, classes) and labels (..., T)'
@@ -123,7 +123,7 @@ def masked_sparse_categorical_crossentropy(
       and mask are concrete, not under ``jax.jit``).
   """
   caller = 'masked_sparse_categorical_crossentropy'
-  from_logits = checks.check_bool(from_logits, caller, 'from_logits')
+  from_logits = validate.check_bool(from_logits, caller, 'from_logits')
   labels, predictions, keep = _checked(labels, predictions, mask, caller)
   # As Keras computes losses in float32, float16 and bfloat16 predictions
   # are widened: their mean over many steps would overflow or stall.

@@ -6,7 +6,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 
 
 def _keep(inputs: jax.Array, mask_value: float) -> jax.Array:
@@ -18,9 +18,9 @@ def _keep(inputs: jax.Array, mask_value: float) -> jax.Array:
 
 
 def _checked(inputs: Any, mask_value: Any, caller: str) -> tuple:
-  mask_value = checks.check_mask_value(mask_value, caller)
+  mask_value = check_mask_value(mask_value, caller)
   inputs = jnp.asarray(inputs)
-  checks.check_min_rank(inputs, 1, '(..., timesteps, features)', caller)
+  validate.check_min_rank(inputs, caller, 1, '(..., timesteps, features)')
   return inputs, mask_value
 
 
@@ -92,3 +92,20 @@ def masking_layer(inputs: jax.Array, mask_value: float) -> jax.Array:
   """The ``Masking`` layer of both front ends, checked."""
   inputs, mask_value = _checked(inputs, mask_value, 'Masking')
   return masking(inputs, mask_value)
+
+
+def check_mask_value(value: Any, layer: str) -> float:
+  """``Masking``'s ``mask_value`` as a float: any real number, NaN included.
+
+  Raises:
+    TypeError: unless ``value`` is a real number (``None``, a string, a
+      complex number and a bool are not).
+  """
+  return validate.check_real(
+    value,
+    layer,
+    'mask_value',
+    'a real number (the padding value; NaN masks all-NaN timesteps)',
+    allow_nan=True,
+    allow_inf=True,
+  )

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.batching import vmap_batch_axes
 
 
@@ -32,9 +32,9 @@ def multi_io_dense(
     ValueError: if the shapes do not fit together.
   """
   caller = 'multi_io_dense'
-  checks.check_array_shape(caller, 'kernel', kernel, (None, None), '(D, K)')
-  checks.check_array_shape(caller, 'a', a, kernel.shape[:1], '(D,)')
-  checks.check_array_shape(caller, 'b', b, kernel.shape[1:], '(K,)')
+  validate.check_array_shape(kernel, caller, 'kernel', (None, None), '(D, K)')
+  validate.check_array_shape(a, caller, 'a', kernel.shape[:1], '(D,)')
+  validate.check_array_shape(b, caller, 'b', kernel.shape[1:], '(K,)')
   return jnp.dot(a, kernel, precision=precision) + b, jnp.mean(b)
 
 
@@ -64,3 +64,38 @@ def multi_io_dense_layer(
     (a, b),
     kernel,
   )
+
+
+def multi_io_kernel_shape(
+  a_shape: tuple[int, ...],
+  b_shape: tuple[int, ...],
+  features: int,
+  built_shape: tuple[int, ...] | None,
+) -> tuple[int, int]:
+  """The ``(D, K)`` kernel ``MultiIODense`` needs for ``a`` and ``b``."""
+  if len(a_shape) < 1 or len(b_shape) < 1:
+    raise ValueError(
+      'MultiIODense: a and b must have shapes (..., D) and (..., features)'
+      f' with rank >= 1, got shapes {a_shape} and {b_shape}.'
+    )
+  if b_shape[-1] != features:
+    raise ValueError(
+      f'MultiIODense: b must have shape (..., {features}) to be added'
+      f' to a @ kernel with features={features}, got shape {b_shape}.'
+    )
+  if a_shape[:-1] != b_shape[:-1]:
+    raise ValueError(
+      'MultiIODense: a and b must have the same leading (batch) axes, got'
+      f' shapes {a_shape} and {b_shape}.'
+    )
+  validate.check_nonempty_axes(
+    'MultiIODense', a_shape, {'features of a': a_shape[-1]}
+  )
+  kernel_shape = (a_shape[-1], features)
+  if built_shape is not None and tuple(built_shape) != kernel_shape:
+    raise ValueError(
+      f'MultiIODense: a of shape {a_shape} has {a_shape[-1]} features and'
+      f' needs a kernel of shape {kernel_shape} (in_features, features),'
+      f' but the kernel was built with shape {tuple(built_shape)}.'
+    )
+  return kernel_shape

@@ -6,7 +6,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.reductions import narrow, widen
 
 
@@ -17,7 +17,7 @@ def _normalize(
   caller: str,
 ) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
   """Inputs, the mask broadcastable to them and the reduced axes, checked."""
-  axes = checks.check_axes(axis, caller)
+  axes = validate.check_axes(axis, caller)
   axes = (axes,) if isinstance(axes, int) else axes
   inputs, mask = jnp.asarray(inputs), jnp.asarray(mask)
   if mask.ndim < 1 or mask.shape != inputs.shape[: mask.ndim]:
@@ -80,7 +80,7 @@ def masked_mean(
       ``inputs`` (a scalar mask included), or an axis is not one of the
       mask's.
   """
-  keepdims = checks.check_bool(keepdims, 'masked_mean', 'keepdims')
+  keepdims = validate.check_bool(keepdims, 'masked_mean', 'keepdims')
   inputs, keep, axes = _normalize(inputs, mask, axis, 'masked_mean')
   # float16 and bfloat16 are summed (and counted) in float32: a long axis
   # would overflow float16 or stall bfloat16.
@@ -128,7 +128,7 @@ def masked_max(
       ``inputs`` (a scalar mask included), or an axis is not one of the
       mask's.
   """
-  keepdims = checks.check_bool(keepdims, 'masked_max', 'keepdims')
+  keepdims = validate.check_bool(keepdims, 'masked_max', 'keepdims')
   inputs, keep, axes = _normalize(inputs, mask, axis, 'masked_max')
   if jnp.issubdtype(inputs.dtype, jnp.floating):
     lowest = jnp.finfo(inputs.dtype).min
@@ -161,12 +161,12 @@ def global_pooling_1d(
   Returns:
     ``(B, C)``; with ``keepdims``, ``(B, 1, C)`` or ``(B, C, 1)``.
   """
-  checks.check_data_format(data_format, layer)
-  keepdims = checks.check_bool(keepdims, layer, 'keepdims')
+  validate.check_data_format(data_format, layer)
+  keepdims = validate.check_bool(keepdims, layer, 'keepdims')
   inputs = jnp.asarray(inputs)
   channels_first = data_format == 'channels_first'
   layout = 'channels, steps' if channels_first else 'steps, channels'
-  checks.check_rank(inputs, 3, f'(batch, {layout})', layer)
+  validate.check_rank(inputs, layer, 3, f'(batch, {layout})')
   if channels_first:
     inputs = jnp.moveaxis(inputs, 1, 2)
   steps_shape = inputs.shape[:2]

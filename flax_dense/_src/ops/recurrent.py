@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.batching import vmap_batch_axes
 from flax_dense._src.ops.dropout import dropout as _dropout
 
@@ -244,7 +244,9 @@ def recurrent(
   if bias is not None:
     given['bias'] = bias
   for name, shape in shapes.items():
-    checks.check_array_shape('recurrent', name, given[name], shape, str(shape))
+    validate.check_array_shape(
+      given[name], 'recurrent', name, shape, str(shape)
+    )
   if initial_state is None:
     initial_state = (jnp.zeros((units,), inputs.dtype),) * STATES[kind]
   initial_state = tuple(initial_state)
@@ -442,12 +444,12 @@ def check_recurrent_fields(
   rng_collection: Any,
 ) -> None:
   """Checks the sizes, rates, flags and rng stream of a recurrent layer."""
-  checks.check_positive_int(units, layer, 'units')
-  checks.check_rate(dropout, layer, 'dropout')
-  checks.check_rate(recurrent_dropout, layer, 'recurrent_dropout')
+  validate.check_positive_int(units, layer, 'units')
+  validate.check_rate(dropout, layer, 'dropout')
+  validate.check_rate(recurrent_dropout, layer, 'recurrent_dropout')
   for name, value in flags.items():
-    checks.check_bool(value, layer, name)
-  checks.check_str(rng_collection, layer, 'rng_collection')
+    validate.check_bool(value, layer, name)
+  validate.check_str(rng_collection, layer, 'rng_collection')
 
 
 def check_recurrent_inputs(
@@ -469,15 +471,15 @@ def check_recurrent_inputs(
     ValueError: for inputs of rank below 2, with no timesteps or features,
       a mask of another shape, or states of another number or shape.
   """
-  inputs = checks.as_array(inputs, layer, 'inputs')
-  checks.check_min_rank(inputs, 2, '(..., timesteps, features)', layer)
-  checks.check_nonempty_axes(
+  inputs = validate.as_array(inputs, layer, 'inputs')
+  validate.check_min_rank(inputs, layer, 2, '(..., timesteps, features)')
+  validate.check_nonempty_axes(
     layer,
     inputs.shape,
     {'timesteps': inputs.shape[-2], 'features': inputs.shape[-1]},
   )
   if mask is not None:
-    mask = checks.as_array(mask, layer, 'mask')
+    mask = validate.as_array(mask, layer, 'mask')
     if mask.dtype != jnp.bool_:
       raise TypeError(
         f'{layer}: mask must be a boolean array (True = keep the timestep),'
@@ -509,7 +511,7 @@ def check_recurrent_inputs(
     )
   expected = (*inputs.shape[:-2], units)
   for index, state in enumerate(states):
-    state = checks.as_array(state, layer, f'initial_state[{index}]')
+    state = validate.as_array(state, layer, f'initial_state[{index}]')
     if state.shape != expected:
       raise ValueError(
         f'{layer}: initial_state[{index}] must have shape {expected}'

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax.core import meta
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.ops.reductions import narrow, widen
 
 #: A penalty: a function from an array to a scalar.
@@ -57,8 +57,8 @@ def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
     TypeError: if a factor is not a real number (a bool, a string, ...).
     ValueError: if a factor is negative, infinite or NaN.
   """
-  l1 = checks.check_factor(l1, 'l1', 'l1_l2')
-  l2 = checks.check_factor(l2, 'l2', 'l1_l2')
+  l1 = validate.check_factor(l1, 'l1_l2', 'l1')
+  l2 = validate.check_factor(l2, 'l1_l2', 'l2')
 
   def regularizer(x: jax.Array) -> jax.Array:
     # float16 and bfloat16 weights are summed in float32: the sum over a
@@ -173,7 +173,7 @@ def weight_penalty(
     ValueError: if a name selects no parameter.
   """
   names = _names(names, 'weight_penalty')
-  checks.check_callable(
+  validate.check_callable(
     regularizer,
     'weight_penalty',
     'regularizer',
@@ -224,17 +224,17 @@ def _min_max_norm(
   min_value: Any, max_value: Any, rate: Any, axis: Any, caller: str
 ) -> Constraint:
   """:func:`min_max_norm`, its arguments checked in the name of ``caller``."""
-  min_value = checks.check_factor(min_value, 'min_value', caller)
-  max_value = checks.check_factor(max_value, 'max_value', caller)
+  min_value = validate.check_factor(min_value, caller, 'min_value')
+  max_value = validate.check_factor(max_value, caller, 'max_value')
   if min_value > max_value:
     raise ValueError(
       f'{caller}: min_value must be at most max_value, got min_value='
       f'{min_value} and max_value={max_value}.'
     )
-  rate = checks.check_real(
+  rate = validate.check_real(
     rate, caller, 'rate', 'a float in [0, 1]', minimum=0.0, maximum=1.0
   )
-  axis = checks.check_axes(axis, caller)
+  axis = validate.check_axes(axis, caller)
 
   def constraint(w: jax.Array) -> jax.Array:
     w = jnp.asarray(w)
@@ -342,7 +342,7 @@ def constrain(
       ``update`` if ``params`` is not given.
   """
   names = _names(names, 'constrain')
-  checks.check_callable(
+  validate.check_callable(
     constraint,
     'constrain',
     'constraint',

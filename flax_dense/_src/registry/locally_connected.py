@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.linen.dense import PerPositionDense
 from flax_dense._src.linen.locally_connected import LocallyConnected1D
 from flax_dense._src.nnx import locally_connected as nnx_locally_connected
+from flax_dense._src.ops import locally_connected as locally_connected_ops
 from flax_dense._src.registry import spec
 from flax_dense._src.registry.dense import DENSE_FIELDS, keras_params
 from flax_dense._src.registry.spec import (
@@ -22,7 +23,7 @@ from flax_dense._src.registry.spec import (
 
 
 def _locally_connected_sizes(module: Any, weights: spec.Weights) -> dict:
-  kernel_size, strides = checks.locally_connected_1d_options(
+  kernel_size, strides = locally_connected_ops.locally_connected_1d_options(
     module.filters,
     module.kernel_size,
     module.strides,
@@ -174,20 +175,23 @@ def locally_connected1d_weights(
       from).
   """
   caller = 'locally_connected1d_weights'
-  if implementation not in checks.LOCALLY_CONNECTED_1D_IMPLEMENTATIONS:
+  if (
+    implementation
+    not in locally_connected_ops.LOCALLY_CONNECTED_1D_IMPLEMENTATIONS
+  ):
     raise ValueError(
       f'{caller}: implementation must be one of'
-      f' {checks.LOCALLY_CONNECTED_1D_IMPLEMENTATIONS}, got'
+      f' {locally_connected_ops.LOCALLY_CONNECTED_1D_IMPLEMENTATIONS}, got'
       f' {implementation!r}.'
     )
-  checks.check_positive_int(input_length, caller, 'input_length')
-  checks.check_positive_int(in_features, caller, 'in_features')
-  kernel_size, strides = checks.locally_connected_1d_options(
+  validate.check_positive_int(input_length, caller, 'input_length')
+  validate.check_positive_int(in_features, caller, 'in_features')
+  kernel_size, strides = locally_connected_ops.locally_connected_1d_options(
     filters, kernel_size, strides, 'valid', data_format, True, caller
   )
   channels_first = data_format == 'channels_first'
   example = (in_features, input_length) if channels_first else None
-  kernel_shape = checks.locally_connected_1d_kernel_shape(
+  kernel_shape = locally_connected_ops.locally_connected_1d_kernel_shape(
     example or (input_length, in_features),
     filters,
     kernel_size,

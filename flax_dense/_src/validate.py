@@ -1,7 +1,8 @@
-"""Every argument and shape check of the layers, with its message.
+"""The generic argument checks, with their messages.
 
 The linen and NNX front ends and the pure functions raise their errors from
-here, so a mistake reads the same whichever API made it. A message names
+here (a layer's own shape rules live in its op file), so a mistake reads
+the same whichever API made it. Every check takes ``(value, layer, name)``. A message names
 the layer (or function), the argument, what was expected and what was
 given. These checks run on static values (Python numbers, shapes) before
 any math; invariants of the pure core use ``chex`` asserts instead.
@@ -145,23 +146,6 @@ def check_real(
   return number
 
 
-def check_mask_value(value: Any, layer: str) -> float:
-  """``Masking``'s ``mask_value`` as a float: any real number, NaN included.
-
-  Raises:
-    TypeError: unless ``value`` is a real number (``None``, a string, a
-      complex number and a bool are not).
-  """
-  return check_real(
-    value,
-    layer,
-    'mask_value',
-    'a real number (the padding value; NaN masks all-NaN timesteps)',
-    allow_nan=True,
-    allow_inf=True,
-  )
-
-
 def check_rate(rate: Any, layer: str, name: str = 'rate') -> float:
   """``rate`` as a float if it is a real number in [0, 1).
 
@@ -183,7 +167,7 @@ def check_rate(rate: Any, layer: str, name: str = 'rate') -> float:
   )
 
 
-def check_factor(value: Any, name: str, layer: str) -> float:
+def check_factor(value: Any, layer: str, name: str) -> float:
   """``value`` as a float, if it is a non-negative finite real number.
 
   Raises:
@@ -367,7 +351,7 @@ def check_nonempty_axes(
       )
 
 
-def check_rank(inputs: jax.Array, rank: int, layout: str, layer: str) -> None:
+def check_rank(inputs: jax.Array, layer: str, rank: int, layout: str) -> None:
   """Raises our own error when ``inputs`` is not of rank ``rank``."""
   if inputs.ndim != rank:
     raise ValueError(
@@ -411,9 +395,9 @@ def check_inexact(value: jax.Array, layer: str, name: str, why: str) -> None:
 
 
 def check_array_shape(
+  array: Any,
   caller: str,
   name: str,
-  array: Any,
   expected: Sequence[Any],
   layout: str,
 ) -> None:
@@ -445,7 +429,7 @@ def check_array_shape(
 
 
 def check_min_rank(
-  inputs: jax.Array, rank: int, layout: str, layer: str, name: str = 'inputs'
+  inputs: jax.Array, layer: str, rank: int, layout: str, name: str = 'inputs'
 ) -> None:
   """Raises our own error when ``inputs`` has rank below ``rank``."""
   if inputs.ndim < rank:
@@ -456,7 +440,7 @@ def check_min_rank(
 
 
 def check_weight_shape(
-  layer: str, name: str, value: Any, shape: Sequence[int]
+  value: Any, layer: str, name: str, shape: Sequence[int]
 ) -> None:
   """Raises our own error when an initializer gave the wrong shape.
 
@@ -497,7 +481,7 @@ def checked_initializer(
 
   def checked(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32):
     value = init(key, shape, dtype)
-    check_weight_shape(layer, name, value, shape)
+    check_weight_shape(value, layer, name, shape)
     return value
 
   return checked
@@ -507,332 +491,3 @@ def checked_initializer(
 # The input checks of each layer, shared by its linen and NNX classes. Each
 # takes the shape a weight was built with (``None`` before it is built) and
 # returns the shape the inputs need.
-
-
-def per_position_dense_kernel_shape(
-  inputs_shape: tuple[int, ...],
-  features: int,
-  built_shape: tuple[int, ...] | None,
-) -> tuple[int, int, int]:
-  """The ``(P, D, K)`` kernel that inputs ``(..., P, D)`` need."""
-  if len(inputs_shape) < 2:
-    raise ValueError(
-      'PerPositionDense: inputs must have shape (..., positions, features)'
-      f' with rank >= 2, got shape {inputs_shape}.'
-    )
-  positions, in_features = inputs_shape[-2:]
-  check_nonempty_axes(
-    'PerPositionDense',
-    inputs_shape,
-    {'positions': positions, 'features': in_features},
-  )
-  kernel_shape = (positions, in_features, features)
-  if built_shape is not None and tuple(built_shape) != kernel_shape:
-    raise ValueError(
-      f'PerPositionDense: inputs of shape {inputs_shape} have {positions}'
-      f' positions of {in_features} features and need a kernel of shape'
-      f' {kernel_shape} (positions, in_features, features), but the kernel'
-      f' was built with shape {tuple(built_shape)}: the layer is built for'
-      f' {built_shape[1]} input features at {built_shape[0]} positions, got'
-      f' {in_features} at {positions}; inputs must be'
-      ' (..., positions, features).'
-    )
-  return kernel_shape
-
-
-def const_product_size(
-  inputs_shape: tuple[int, ...], built_shape: tuple[int, ...] | None
-) -> int:
-  """The N of ``ConstProduct`` inputs ``(..., N)``, checked against ``w``."""
-  if len(inputs_shape) < 1:
-    raise ValueError(
-      'ConstProduct: inputs must have shape (..., N) with rank >= 1, got a'
-      ' scalar.'
-    )
-  size = inputs_shape[-1]
-  check_nonempty_axes('ConstProduct', inputs_shape, {'features': size})
-  if built_shape is not None and tuple(built_shape) != (size,):
-    raise ValueError(
-      f'ConstProduct: inputs of shape {inputs_shape} have {size} features'
-      f' but the weights were built with shape {tuple(built_shape)}.'
-    )
-  return size
-
-
-def _real_array(value: Any, layer: str, name: str) -> Any:
-  """``value`` as an array of real numbers: NumPy's, or a traced one.
-
-  Raises:
-    TypeError: for strings, bools, complex numbers or other objects.
-    ValueError: for NaN or infinite entries of a concrete array.
-  """
-  traced = isinstance(value, jax.core.Tracer)
-  try:
-    array = value if traced else np.asarray(value)
-  except (TypeError, ValueError):
-    array = None
-  if array is None or np.dtype(array.dtype).kind not in 'iuf':
-    dtype = 'ragged' if array is None else array.dtype
-    raise TypeError(
-      f'{layer}: {name} must be an array of real numbers, got'
-      f' {_given(value)} (dtype {dtype}).'
-    )
-  if not traced and not np.all(np.isfinite(array)):
-    raise ValueError(
-      f'{layer}: {name} must be finite, got {value!r} with NaN or infinite'
-      ' entries.'
-    )
-  return array
-
-
-def const_product_weights(
-  weights: Any, trainable: bool, size: int | None
-) -> np.ndarray | None:
-  """``ConstProduct``'s given weights as an ``(N,)`` array, or ``None``.
-
-  Args:
-    weights: the given values, ``(N,)`` or ``(1, N)``, or ``None``.
-    trainable: whether ``w`` is trained; frozen weights must be given.
-    size: the N they must have, or ``None`` to take theirs.
-
-  Raises:
-    TypeError: if ``trainable`` is not a bool or ``weights`` not real
-      numbers.
-    ValueError: for frozen weights not given, or weights of another shape
-      or with NaN or infinite entries.
-  """
-  trainable = check_bool(trainable, 'ConstProduct', 'trainable')
-  if weights is None:
-    if not trainable:
-      raise ValueError(
-        'ConstProduct: frozen weights (trainable=False) need initial'
-        ' values; pass weights=<array of shape (N,) or (1, N)> or set'
-        ' trainable=True.'
-      )
-    return None
-  weights = _real_array(weights, 'ConstProduct', 'weights')
-  if weights.ndim == 2 and weights.shape[0] == 1:
-    weights = weights[0]
-  if weights.ndim != 1 or (size is not None and weights.shape != (size,)):
-    size_text = 'N' if size is None else size
-    raise ValueError(
-      f'ConstProduct: weights must have shape ({size_text},) or'
-      f' (1, {size_text}) to match inputs with {size_text} features, got'
-      f' shape {weights.shape}.'
-    )
-  return weights
-
-
-def multi_io_kernel_shape(
-  a_shape: tuple[int, ...],
-  b_shape: tuple[int, ...],
-  features: int,
-  built_shape: tuple[int, ...] | None,
-) -> tuple[int, int]:
-  """The ``(D, K)`` kernel ``MultiIODense`` needs for ``a`` and ``b``."""
-  if len(a_shape) < 1 or len(b_shape) < 1:
-    raise ValueError(
-      'MultiIODense: a and b must have shapes (..., D) and (..., features)'
-      f' with rank >= 1, got shapes {a_shape} and {b_shape}.'
-    )
-  if b_shape[-1] != features:
-    raise ValueError(
-      f'MultiIODense: b must have shape (..., {features}) to be added'
-      f' to a @ kernel with features={features}, got shape {b_shape}.'
-    )
-  if a_shape[:-1] != b_shape[:-1]:
-    raise ValueError(
-      'MultiIODense: a and b must have the same leading (batch) axes, got'
-      f' shapes {a_shape} and {b_shape}.'
-    )
-  check_nonempty_axes('MultiIODense', a_shape, {'features of a': a_shape[-1]})
-  kernel_shape = (a_shape[-1], features)
-  if built_shape is not None and tuple(built_shape) != kernel_shape:
-    raise ValueError(
-      f'MultiIODense: a of shape {a_shape} has {a_shape[-1]} features and'
-      f' needs a kernel of shape {kernel_shape} (in_features, features),'
-      f' but the kernel was built with shape {tuple(built_shape)}.'
-    )
-  return kernel_shape
-
-
-def check_attention_fields(
-  units: Any, output_dim: Any, return_probabilities: Any
-) -> None:
-  """Checks the sizes and the flag of ``AttentionDecoder``."""
-  check_positive_int(units, 'AttentionDecoder', 'units')
-  check_positive_int(output_dim, 'AttentionDecoder', 'output_dim')
-  check_bool(return_probabilities, 'AttentionDecoder', 'return_probabilities')
-
-
-def attention_decoder_mask(
-  inputs: jax.Array, mask: jax.typing.ArrayLike | None
-) -> jax.Array | None:
-  """``AttentionDecoder``'s mask as booleans, checked against the inputs."""
-  if inputs.ndim < 2 or inputs.shape[-2] == 0:
-    raise ValueError(
-      'AttentionDecoder: inputs must have shape (..., timesteps, features)'
-      f' with rank >= 2 and at least one timestep, got shape {inputs.shape}.'
-    )
-  if mask is None:
-    return None
-  mask = jnp.asarray(mask)
-  if mask.shape != inputs.shape[:-1]:
-    raise ValueError(
-      f'AttentionDecoder: mask must have shape {inputs.shape[:-1]}'
-      f' (..., timesteps) to match inputs of shape {inputs.shape}, got'
-      f' shape {mask.shape}.'
-    )
-  return mask.astype(bool)
-
-
-def check_attention_built(
-  inputs_shape: tuple[int, ...],
-  units: int,
-  output_dim: int,
-  name: str,
-  shape: tuple[int, ...],
-  built_shape: tuple[int, ...] | None,
-) -> None:
-  """Raises our own error when a param of the decoder has another shape."""
-  if built_shape is not None and tuple(built_shape) != tuple(shape):
-    raise ValueError(
-      f'AttentionDecoder: inputs of shape {inputs_shape} with'
-      f' units={units} and output_dim={output_dim} need {name}'
-      f' of shape {shape}, but it was built with shape {tuple(built_shape)};'
-      ' inputs must be (..., timesteps, features) with the features the'
-      ' layer was built for.'
-    )
-
-
-# ---------------------------------------------------------------------------
-# LocallyConnected1D, shared by its linen and NNX classes, the pure function
-# and the Keras weight converter.
-
-#: Keras 2 ``LocallyConnected1D``'s weight layouts by ``implementation``.
-LOCALLY_CONNECTED_1D_IMPLEMENTATIONS = (1, 2, 3)
-
-
-def valid_output_length(
-  input_length: int, kernel_size: int, strides: int
-) -> int:
-  """Keras's output length with ``'valid'`` padding (0 or less: no window)."""
-  return (input_length - kernel_size) // strides + 1
-
-
-def single_positive_int(value: Any, layer: str, name: str) -> int:
-  """A positive int given as Keras accepts it: ``3``, ``(3,)`` or ``[3]``.
-
-  Raises:
-    TypeError: unless ``value`` is an integer or a tuple or list of them.
-    ValueError: for a tuple or list of another length than one, or an
-      integer that is not positive.
-  """
-  expected = 'a positive integer or a tuple of one'
-  if isinstance(value, tuple | list):
-    if len(value) != 1:
-      raise ValueError(
-        f'{layer}: {name} must be {expected} (1D), got {value!r} with'
-        f' {len(value)} entries.'
-      )
-    value = value[0]
-  if not is_int(value):
-    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
-  return check_positive_int(value, layer, name)
-
-
-def locally_connected_1d_options(
-  filters: Any,
-  kernel_size: Any,
-  strides: Any,
-  padding: Any,
-  data_format: Any,
-  use_bias: Any,
-  layer: str = 'LocallyConnected1D',
-) -> tuple[int, int]:
-  """Checks ``LocallyConnected1D``'s options; ``(kernel_size, strides)``.
-
-  Raises:
-    TypeError: for a size that is not an integer (or a tuple of one), a
-      ``padding`` or ``data_format`` that is not a string, or a
-      ``use_bias`` that is not a bool.
-    ValueError: for a size that is not positive, a ``padding`` other than
-      ``'valid'``, or an unknown ``data_format``.
-  """
-  check_positive_int(filters, layer, 'filters')
-  kernel_size = single_positive_int(kernel_size, layer, 'kernel_size')
-  strides = single_positive_int(strides, layer, 'strides')
-  if not isinstance(padding, str):
-    raise TypeError(
-      f"{layer}: padding must be the string 'valid', got {_given(padding)}."
-    )
-  if padding.lower() != 'valid':
-    raise ValueError(
-      f"{layer}: padding must be 'valid' (no padding), the only padding of"
-      " Keras 2's LocallyConnected1D with its default implementation=1,"
-      f' whose weight layout this layer uses; got {padding!r}.'
-    )
-  check_data_format(data_format, layer)
-  check_bool(use_bias, layer, 'use_bias')
-  return kernel_size, strides
-
-
-def _steps_layout(data_format: str) -> str:
-  if data_format == 'channels_last':
-    return '(..., steps, features)'
-  return '(..., features, steps)'
-
-
-def locally_connected_1d_kernel_shape(
-  inputs_shape: tuple[int, ...],
-  filters: int,
-  kernel_size: int,
-  strides: int,
-  data_format: str,
-  built_shape: tuple[int, ...] | None,
-  layer: str = 'LocallyConnected1D',
-) -> tuple[int, int, int]:
-  """The ``(L_out, kernel_size * D, filters)`` kernel that inputs need.
-
-  Args:
-    inputs_shape: ``(..., L, D)``, or ``(..., D, L)`` for
-      ``'channels_first'``.
-    filters: output features per step.
-    kernel_size: steps per window, checked.
-    strides: steps between windows, checked.
-    data_format: ``'channels_last'`` or ``'channels_first'``, checked.
-    built_shape: the shape the kernel was built with, or ``None``.
-    layer: the name in the messages.
-
-  Returns:
-    ``(L_out, kernel_size * D, filters)``, ``L_out`` Keras's output length.
-  """
-  layout = _steps_layout(data_format)
-  if len(inputs_shape) < 2:
-    raise ValueError(
-      f'{layer}: inputs must have shape {layout} with rank >= 2, got shape'
-      f' {tuple(inputs_shape)}.'
-    )
-  input_length, in_features = inputs_shape[-2:]
-  if data_format == 'channels_first':
-    input_length, in_features = in_features, input_length
-  check_nonempty_axes(layer, inputs_shape, {'features': in_features})
-  length = valid_output_length(input_length, kernel_size, strides)
-  if length < 1:
-    raise ValueError(
-      f'{layer}: {input_length} input steps are fewer than'
-      f' kernel_size={kernel_size}, so no window fits'
-      f' (output length (steps - kernel_size) // strides + 1 = {length});'
-      f' inputs must be {layout} with at least kernel_size steps.'
-    )
-  kernel_shape = (length, kernel_size * in_features, filters)
-  if built_shape is not None and tuple(built_shape) != kernel_shape:
-    raise ValueError(
-      f'{layer}: inputs of shape {tuple(inputs_shape)} have {input_length}'
-      f' steps of {in_features} features and need a kernel of shape'
-      f' {kernel_shape} (output_length, kernel_size * features, filters)'
-      f' with kernel_size={kernel_size}, strides={strides}, but the kernel'
-      f' was built with shape {tuple(built_shape)}; inputs must be {layout}'
-      ' with the steps and features the layer was built for.'
-    )
-  return kernel_shape
