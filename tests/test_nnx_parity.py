@@ -213,34 +213,25 @@ def test_twins_take_their_sizes_from_the_weights():
   assert len(nnx.state(twin, nnx.Param)) == 0
 
 
-@pytest.mark.parametrize(
-  'module,shape',
-  [
-    (fd.Dropout(0.5), (4, 6, 3)),
-    (fd.SpatialDropout1D(0.5), (4, 6, 3)),
-    (fd.SpatialDropout2D(0.5), (4, 3, 3, 5)),
-    (fd.SpatialDropout3D(0.5, data_format='channels_first'), (4, 5, 2, 2, 2)),
-  ],
-  ids=['Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'SpatialDropout3D'],
-)
-def test_dropout_follows_train_and_eval(module, shape):
-  x = normal(shape)
+@by_id([case for case in CASES if case.train])
+def test_dropout_follows_train_and_eval(case):
+  module = case.linen()
+  (x,) = case.inputs()
   twin = fd.nnx.from_linen(module, {}, rngs=nnx.Rngs(dropout=1))
   assert twin.deterministic is False  # linen's None: training, switchable
   first, second = twin(x), twin(x)
   kept = np.asarray(first) != 0
   assert 0 < kept.mean() < 1
-  np.testing.assert_array_equal(
-    np.asarray(first)[kept], 2 * np.asarray(x)[kept]
-  )
+  # Kept units are scaled by 1 / (1 - rate): exactly 2 at rate 0.5.
+  scaled = np.asarray(x)[kept] / np.float32(1 - module.rate)
+  if module.rate == 0.5:
+    np.testing.assert_array_equal(
+      np.asarray(first)[kept], 2 * np.asarray(x)[kept]
+    )
+  np.testing.assert_allclose(np.asarray(first)[kept], scaled, rtol=1e-6)
   assert not np.array_equal(first, second)  # the stream moves on
   # The same stream as an NNX layer built directly with those rngs.
-  layout = (
-    {'data_format': module.data_format}
-    if hasattr(module, 'data_format')
-    else {}
-  )
-  direct = type(twin)(0.5, rngs=nnx.Rngs(dropout=1), **layout)
+  direct = case.nnx(nnx.Rngs(dropout=1))
   np.testing.assert_array_equal(direct(x), first)
   twin.eval()
   np.testing.assert_array_equal(twin(x), x)
