@@ -53,6 +53,8 @@ class Case:
       mode (linen ``deterministic=False, rng=key``, NNX ``rngs=key``).
     symbolic_batch: whether ``jax.export`` exports it for a symbolic batch
       (and symbolic steps where ``shapes`` has ``'t'``).
+    vocabulary: None for float inputs; else the inputs are int32 ids in
+      ``[0, vocabulary)`` (an embedding's tokens).
   """
 
   name: str
@@ -64,6 +66,7 @@ class Case:
   mask: bool = False
   train: bool = False
   symbolic_batch: bool = True
+  vocabulary: int | None = None
 
   @property
   def id(self) -> str:
@@ -72,8 +75,9 @@ class Case:
   def input_specs(self, batch, steps) -> list[tuple[tuple[Any, ...], Any]]:
     """``(shape, dtype)`` of each call input; ``batch``/``steps`` may be
     symbolic dimensions."""
+    dtype = jnp.float32 if self.vocabulary is None else jnp.int32
     specs = [
-      ((batch, *(steps if s == 't' else s for s in shape)), jnp.float32)
+      ((batch, *(steps if s == 't' else s for s in shape)), dtype)
       for shape in self.shapes
     ]
     if self.mask:
@@ -82,11 +86,14 @@ class Case:
 
   def inputs(self, batch=BATCH, steps=STEPS, seed=0) -> tuple[jax.Array, ...]:
     """Example call inputs: normal values, padded and masked as told."""
+    shapes = [shape for shape, _ in self.input_specs(batch, steps)]
     arrays = [
       random(shape, seed + index)
-      for index, (shape, _) in enumerate(
-        self.input_specs(batch, steps)[: len(self.shapes)]
-      )
+      if self.vocabulary is None
+      else np.random.default_rng(seed + index)
+      .integers(0, self.vocabulary, shape)
+      .astype('int32')
+      for index, shape in enumerate(shapes[: len(self.shapes)])
     ]
     if self.padded is not None:
       arrays[0] = pad(arrays[0], self.padded, seed)
