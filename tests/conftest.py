@@ -1,11 +1,17 @@
-"""Test configuration: loud failures for silent broadcasting, Keras on JAX."""
+"""Test configuration: loud failures for silent broadcasting, Keras on JAX.
+
+Also the fixtures the test modules share (they never import each other;
+the table of layer cases is tests/cases.py).
+"""
 
 import os
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from flax import nnx  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
@@ -13,3 +19,60 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 @pytest.fixture
 def key():
   return jax.random.key(0)
+
+
+@pytest.fixture(params=['linen', 'nnx'])
+def api(request):
+  """The front end a test runs on: 'linen' or 'nnx'."""
+  return request.param
+
+
+def _build(case, api, inputs=None, key=None):
+  """``case``'s layer made on ``api``, ready to call.
+
+  Returns ``(call, state)``: ``call(*inputs)`` runs the layer (in training
+  mode, drawing from ``key``, if the case drops units), and ``state`` is
+  the linen variables or the NNX module. Linen modules are initialised on
+  ``inputs`` (the case's example inputs by default); NNX modules are made
+  by the case's NNX constructor with ``nnx.Rngs(0, dropout=1)``.
+  """
+  key = jax.random.key(1) if key is None else key
+  if api == 'linen':
+    module = case.linen()
+    inputs = case.inputs() if inputs is None else inputs
+    kwargs = case.linen_kwargs(key)
+    variables = module.init(jax.random.key(0), *inputs, **kwargs)
+    return (lambda *x: module.apply(variables, *x, **kwargs)), variables
+  if api == 'nnx':
+    model = case.nnx(nnx.Rngs(0, dropout=1))
+    return model, model
+  raise ValueError(f"api must be 'linen' or 'nnx', got {api!r}")
+
+
+@pytest.fixture
+def build():
+  """``build(case, api, inputs=None, key=None) -> (call, state)``."""
+  return _build
+
+
+@pytest.fixture
+def keras_allowed():
+  """A context manager factory: Keras's own code needs rank promotion."""
+  return lambda: jax.numpy_rank_promotion('allow')
+
+
+@pytest.fixture
+def keras_model(keras_allowed):
+  """``keras_model(make_model, seed=0)``: a Keras model from ``make_model``
+  with random weights, biases included."""
+
+  def build(make_model, seed=0):
+    with keras_allowed():
+      model = make_model()
+    rng = np.random.default_rng(seed)
+    model.set_weights(
+      [rng.normal(size=w.shape).astype('float32') for w in model.get_weights()]
+    )
+    return model
+
+  return build

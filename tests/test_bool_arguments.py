@@ -302,9 +302,7 @@ def _not_bools(key):
 
 
 NOT_BOOL_CASES = [
-  _param(key, value)
-  for key in CALLS
-  for value in _not_bools(key)
+  _param(key, value) for key in CALLS for value in _not_bools(key)
 ]
 
 

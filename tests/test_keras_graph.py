@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cases import random
 from flax import nnx
-from test_interop_keras import build, keras_allowed, random
 
 import flax_dense as fd
 
@@ -131,7 +131,7 @@ GRAPHS = {
 }
 
 
-def keras_outputs(model, inputs):
+def keras_outputs(model, inputs, keras_allowed):
   # Jitted: one compilation instead of one per operation, eagerly.
   def call(*inputs):
     return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
@@ -148,11 +148,11 @@ def as_list(outputs):
 
 
 @pytest.mark.parametrize('name', sorted(GRAPHS))
-def test_graph_matches_keras_for_every_output(name):
+def test_graph_matches_keras_for_every_output(name, keras_model, keras_allowed):
   make_model, make_inputs = GRAPHS[name]
-  model = build(make_model)
+  model = keras_model(make_model)
   inputs = make_inputs()
-  want = keras_outputs(model, inputs)
+  want = keras_outputs(model, inputs, keras_allowed)
   module, variables = fd.from_keras(model)
   got = jax.jit(module.apply)(variables, *inputs)
   # Keras's convention: a list for several outputs, one array for one.
@@ -166,8 +166,8 @@ def test_graph_matches_keras_for_every_output(name):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=index)
 
 
-def test_shared_layer_has_one_set_of_weights():
-  model = build(shared_twice_graph)
+def test_shared_layer_has_one_set_of_weights(keras_model):
+  model = keras_model(shared_twice_graph)
   module, variables = fd.from_keras(model)
   assert jax.tree.map(jnp.shape, variables) == {
     'params': {'shared': {'bias': (4,), 'kernel': (4, 4)}}
@@ -179,9 +179,9 @@ def test_shared_layer_has_one_set_of_weights():
   np.testing.assert_allclose(jax.jit(module.apply)(zero, x), -x, atol=1e-7)
 
 
-def test_time_distributed_of_other_layers_is_a_clear_error():
+def test_time_distributed_of_other_layers_is_a_clear_error(keras_model):
   inputs = keras.Input((5, 4))
-  model = build(
+  model = keras_model(
     lambda: keras.Model(
       inputs, layers.TimeDistributed(layers.Flatten(), name='td')(inputs)
     )

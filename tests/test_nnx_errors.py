@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cases import CASES
 from flax import nnx
 
 import flax_dense as fd
@@ -325,13 +326,51 @@ def test_nnx_dropout_mode_is_a_bool():
 # ---------------------------------------------------------------------------
 # Errors of NNX's own.
 
-NEEDS_RNGS = {
-  'PerPositionDense': lambda r: fd.nnx.PerPositionDense(3, 4, 2, rngs=r),
-  'MultiIODense': lambda r: fd.nnx.MultiIODense(3, 2, rngs=r),
-  'AttentionDecoder': lambda r: fd.nnx.AttentionDecoder(4, 2, 3, rngs=r),
-  'ConstProduct': lambda r: fd.nnx.ConstProduct(3, trainable=True, rngs=r),
-  'LocallyConnected1D': lambda r: fd.nnx.LocallyConnected1D(6, 3, 2, 2, rngs=r),
-}
+
+def draws_weights(case):
+  """Whether the case's NNX module draws its weights from its rngs."""
+  first, second = (
+    nnx.to_pure_dict(nnx.state(case.nnx(nnx.Rngs(seed)), nnx.Param))
+    for seed in (0, 1)
+  )
+  return any(
+    not np.array_equal(a, b)
+    for a, b in zip(
+      jax.tree.leaves(first), jax.tree.leaves(second), strict=True
+    )
+  )
+
+
+def needs_rngs():
+  """The NNX constructor of each layer (not container) that draws weights.
+
+  Drawn from tests/cases.py: for each public NNX layer, its first case
+  whose module draws its weights from the rngs it is given.
+  """
+  found = {}
+  for case in CASES:
+    if case.name in found or case.name not in fd.nnx.__all__:
+      continue
+    model = nnx.eval_shape(lambda case=case: case.nnx(nnx.Rngs(0)))
+    if any(path for path, _ in nnx.iter_modules(model)):
+      continue  # a container: its layers raise, not itself
+    if draws_weights(case):
+      found[case.name] = case.nnx
+  return found
+
+
+NEEDS_RNGS = needs_rngs()
+
+
+def test_the_layers_needing_rngs_are_found():
+  assert {
+    'AttentionDecoder',
+    'ConstProduct',
+    'LocallyConnected1D',
+    'MultiIODense',
+    'PerPositionDense',
+  } <= set(NEEDS_RNGS)
+  assert 'Dropout' not in NEEDS_RNGS  # its rngs are optional
 
 
 @pytest.mark.parametrize('layer', sorted(NEEDS_RNGS))

@@ -9,7 +9,7 @@ these, or without an explicit, documented exclusion, fails here:
   that both front ends really call (:data:`FUNCTIONAL_CORES`, or an entry
   of :data:`NO_FUNCTIONAL_CORE`);
 - its ``fd.nnx.from_linen`` conversion (``fd.nnx.LINEN_TO_NNX``) and a
-  parity case in tests/test_nnx_parity.py;
+  case in tests/cases.py (which the parity tests draw from);
 - a Keras converter of ``fd.from_keras`` that makes it, or an entry of
   ``not_imported`` reason in its spec (flax_dense/_src/registry).
 """
@@ -19,8 +19,8 @@ import sys
 import flax.linen as nn
 import jax
 import pytest
+from cases import CASES
 from flax import nnx
-from test_nnx_parity import CASES
 
 import flax_dense as fd
 from flax_dense import functional
@@ -104,8 +104,8 @@ def test_layer_has_a_from_linen_conversion_and_a_parity_case(name):
   layer = getattr(fd, name)
   assert layer in fd.nnx.LINEN_TO_NNX, f'fd.nnx.LINEN_TO_NNX has no {name}'
   assert fd.nnx.LINEN_TO_NNX[layer] is getattr(fd.nnx, name)
-  assert any(type(case.module) is layer for case in CASES), (
-    f'tests/test_nnx_parity.py has no case of {name}'
+  assert any(type(case.linen()) is layer for case in CASES), (
+    f'tests/cases.py has no case of {name}'
   )
 
 
@@ -146,16 +146,15 @@ def test_layer_has_a_functional_core_both_front_ends_call(name):
     ' FUNCTIONAL_CORES, or say why it has none in NO_FUNCTIONAL_CORE'
   )
   core = getattr(functional, FUNCTIONAL_CORES[name]).__code__
-  case = next(case for case in CASES if type(case.module) is getattr(fd, name))
-  variables = case.module.init(
-    jax.random.key(0), *case.inputs, **case.linen_kwargs
-  )
-  twin = fd.nnx.from_linen(case.module, variables)
+  case = next(case for case in CASES if case.name == name)
+  module, inputs, key = case.linen(), case.inputs(), jax.random.key(1)
+  variables = module.init(jax.random.key(0), *inputs, **case.linen_kwargs(key))
+  twin = fd.nnx.from_linen(module, variables)
   linen = calls_during(
-    lambda: case.module.apply(variables, *case.inputs, **case.linen_kwargs)
+    lambda: module.apply(variables, *inputs, **case.linen_kwargs(key))
   )
   assert core in linen, f'fd.{name} does not call {core.co_name}'
-  twin_calls = calls_during(lambda: twin(*case.inputs, **case.nnx_kwargs))
+  twin_calls = calls_during(lambda: twin(*inputs, **case.nnx_kwargs(key)))
   assert core in twin_calls, f'fd.nnx.{name} does not call {core.co_name}'
 
 
