@@ -487,6 +487,72 @@ CASES: list[Case] = [
     variant='flatten-dense',
   ),
   Case(
+    'Embedding',
+    lambda: fd.Embedding(11, 4, mask_zero=True),
+    lambda rngs: fd.nnx.Embedding(11, 4, mask_zero=True, rngs=rngs),
+    (('t',),),
+    vocabulary=11,
+  ),
+  Case(
+    'SimpleRNN',
+    lambda: fd.SimpleRNN(5, return_sequences=True),
+    lambda rngs: fd.nnx.SimpleRNN(4, 5, return_sequences=True, rngs=rngs),
+    _SEQ,
+    padded=0.0,
+    mask=True,
+  ),
+  Case(
+    'LSTM',
+    lambda: fd.LSTM(5, return_sequences=True),
+    lambda rngs: fd.nnx.LSTM(4, 5, return_sequences=True, rngs=rngs),
+    _SEQ,
+    padded=0.0,
+    mask=True,
+  ),
+  Case(
+    'LSTM',
+    lambda: fd.LSTM(3, go_backwards=True, use_bias=False),
+    lambda rngs: fd.nnx.LSTM(
+      4, 3, go_backwards=True, use_bias=False, rngs=rngs
+    ),
+    _SEQ,
+    variant='last-backwards-no-bias',
+  ),
+  Case(
+    'GRU',
+    lambda: fd.GRU(5, return_sequences=True),
+    lambda rngs: fd.nnx.GRU(4, 5, return_sequences=True, rngs=rngs),
+    _SEQ,
+    padded=0.0,
+    mask=True,
+  ),
+  Case(
+    'GRU',
+    lambda: fd.GRU(3, reset_after=False),
+    lambda rngs: fd.nnx.GRU(4, 3, reset_after=False, rngs=rngs),
+    _SEQ,
+    variant='reset-before',
+  ),
+  Case(
+    'Bidirectional',
+    lambda: fd.Bidirectional(fd.LSTM(3, return_sequences=True)),
+    lambda rngs: fd.nnx.Bidirectional(
+      fd.nnx.LSTM(4, 3, return_sequences=True, rngs=rngs), rngs=rngs
+    ),
+    _SEQ,
+    padded=0.0,
+    mask=True,
+  ),
+  Case(
+    'Bidirectional',
+    lambda: fd.Bidirectional(fd.GRU(3), merge_mode='sum'),
+    lambda rngs: fd.nnx.Bidirectional(
+      fd.nnx.GRU(4, 3, rngs=rngs), merge_mode='sum', rngs=rngs
+    ),
+    _SEQ,
+    variant='sum',
+  ),
+  Case(
     'KerasFunctional',
     lambda: fd.KerasFunctional(
       layers=(nn.Dense(4),),
