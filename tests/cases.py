@@ -396,7 +396,7 @@ CASES: list[Case] = [
   Case(
     'AttentionDecoder',
     lambda: fd.AttentionDecoder(5, 3),
-    lambda rngs: fd.nnx.AttentionDecoder(5, 3, 4, rngs=rngs),
+    lambda rngs: fd.nnx.AttentionDecoder(4, 5, 3, rngs=rngs),
     _SEQ,
     padded=0.0,
     mask=True,
@@ -405,7 +405,7 @@ CASES: list[Case] = [
     'AttentionDecoder',
     lambda: fd.AttentionDecoder(5, 3, return_probabilities=True),
     lambda rngs: fd.nnx.AttentionDecoder(
-      5, 3, 4, return_probabilities=True, rngs=rngs
+      4, 5, 3, return_probabilities=True, rngs=rngs
     ),
     _SEQ,
     variant='probabilities',

@@ -365,7 +365,7 @@ def test_activation_layers_take_keras_parameters():
   np.testing.assert_array_equal(linen.apply({}, x), expected)
   hash(linen)  # hashable, so usable as a static argument
   np.testing.assert_array_equal(
-    fd.nnx.Activation('leaky_relu', negative_slope=0.1)(x), expected
+    fd.nnx.Activation('leaky_relu', {'negative_slope': 0.1})(x), expected
   )
   layer = fd.PerPositionDense(2, activation=fd.keras_activation('elu', alpha=2))
   y = layer.apply(layer.init(jax.random.key(0), x[..., None]), x[..., None])
@@ -377,7 +377,7 @@ def test_activation_layers_reject_unknown_parameters():
   with pytest.raises(ValueError, match=message):
     fd.Activation('leaky_relu', {'slope': 0.1}).apply({}, jnp.ones(2))
   with pytest.raises(ValueError, match=message):
-    fd.nnx.Activation('leaky_relu', slope=0.1)
+    fd.nnx.Activation('leaky_relu', {'slope': 0.1})
 
 
 def test_bound_activation_is_one_object_per_parameters():

@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from flax_dense._src.interop.keras_graph import Node
 
 import flax_dense as fd
+from flax_dense._src.models.graph import Node
 
 MODULES = [
   'flax_dense',
@@ -197,12 +197,89 @@ def _linen_layer_calls():
 
 
 # Keys drop the leading 'flax_dense.'.
+IDS = jnp.array([[1, 2, 0], [3, 0, 0]])
+
+#: The flags each recurrent layer has, besides ``deterministic``.
+RECURRENT_FLAGS = {
+  'SimpleRNN': ('use_bias', 'return_sequences', 'return_state', 'go_backwards'),
+  'LSTM': (
+    'use_bias',
+    'unit_forget_bias',
+    'return_sequences',
+    'return_state',
+    'go_backwards',
+  ),
+  'GRU': (
+    'use_bias',
+    'reset_after',
+    'return_sequences',
+    'return_state',
+    'go_backwards',
+  ),
+}
+
+
+def _recurrent_calls():
+  """A valid call for every flag of the recurrent layers, both front ends."""
+  calls = {}
+  for name, flags in RECURRENT_FLAGS.items():
+    linen, twin = getattr(fd, name), getattr(fd.nnx, name)
+    for flag in (*flags, 'deterministic', 'zero_output_for_mask'):
+      calls[f'{name}.field.{flag}'] = lambda v, c=linen, f=flag: _linen(
+        c(2, **{f: v}), SEQ
+      )
+    for flag in (*flags, 'deterministic', 'zero_output_for_mask'):
+      calls[f'nnx.{name}.__init__.{flag}'] = lambda v, c=twin, f=flag: c(
+        3, 2, **{f: v}, rngs=nnx.Rngs(0)
+      )(SEQ)
+    for flag in ('deterministic', 'zero_output_for_mask'):
+      calls[f'{name}.__call__.{flag}'] = lambda v, c=linen, f=flag: _linen(
+        c(2), SEQ, **{f: v}
+      )
+      calls[f'nnx.{name}.__call__.{flag}'] = lambda v, c=twin, f=flag: c(
+        3, 2, rngs=nnx.Rngs(0)
+      )(SEQ, **{f: v})
+  calls['Bidirectional.__call__.deterministic'] = lambda v: _linen(
+    fd.Bidirectional(fd.LSTM(2)), SEQ, deterministic=v
+  )
+  calls['nnx.Bidirectional.__call__.deterministic'] = lambda v: (
+    fd.nnx.Bidirectional(fd.nnx.LSTM(3, 2, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))(
+      SEQ, deterministic=v
+    )
+  )
+  calls['Embedding.field.mask_zero'] = lambda v: _linen(
+    fd.Embedding(4, 2, mask_zero=v), IDS
+  )
+  calls['nnx.Embedding.__init__.mask_zero'] = lambda v: fd.nnx.Embedding(
+    4, 2, mask_zero=v, rngs=nnx.Rngs(0)
+  )(IDS)
+  kernels = fd.functional.recurrent_shapes('gru', 3, 2)
+  weights = {name: jnp.full(shape, 0.1) for name, shape in kernels.items()}
+  for flag in ('reset_after', 'go_backwards', 'zero_output_for_mask'):
+    calls[f'functional.recurrent.{flag}'] = lambda v, f=flag: (
+      fd.functional.recurrent(
+        SEQ[0],
+        weights['kernel'],
+        weights['recurrent_kernel'],
+        # No bias: its shape depends on reset_after.
+        None if f == 'reset_after' else weights['bias'],
+        kind='gru',
+        **{f: v},
+      )
+    )
+  for flag in ('use_bias', 'reset_after'):
+    calls[f'functional.recurrent_shapes.{flag}'] = lambda v, f=flag: (
+      fd.functional.recurrent_shapes('gru', 3, 2, **{f: v})
+    )
+  return calls
+
+
 CALLS = {
   'AttentionDecoder.field.return_probabilities': lambda v: _linen(
     fd.AttentionDecoder(4, 2, return_probabilities=v), SEQ
   ),
   'nnx.AttentionDecoder.__init__.return_probabilities': lambda v: (
-    fd.nnx.AttentionDecoder(4, 2, 3, return_probabilities=v, rngs=nnx.Rngs(0))(
+    fd.nnx.AttentionDecoder(3, 4, 2, return_probabilities=v, rngs=nnx.Rngs(0))(
       SEQ
     )
   ),
@@ -242,6 +319,7 @@ CALLS = {
     0.5, rngs=nnx.Rngs(0)
   )(SEQ, deterministic=v),
   **_linen_layer_calls(),
+  **_recurrent_calls(),
   'masked_mean.keepdims': lambda v: fd.masked_mean(SEQ, MASK, 1, keepdims=v),
   'masked_max.keepdims': lambda v: fd.masked_max(SEQ, MASK, 1, keepdims=v),
   'functional.masked_mean.keepdims': lambda v: fd.functional.masked_mean(
@@ -280,7 +358,7 @@ CALLS = {
     fd.Activation('gelu', {'approximate': v}), SEQ
   ),
   'nnx.Activation.gelu.approximate': lambda v: fd.nnx.Activation(
-    'gelu', approximate=v
+    'gelu', {'approximate': v}
   )(SEQ),
   'checkpoint.save.overwrite': _save,
 }

@@ -271,7 +271,7 @@ LINEN_CASES = [
     lambda: built(
       fd.AttentionDecoder(5, 4), [ones((4, 6, 3))], [ones((2, 6, 4))]
     ),
-    lambda: fd.nnx.AttentionDecoder(5, 4, 3, rngs=rngs())(ones((2, 6, 4))),
+    lambda: fd.nnx.AttentionDecoder(3, 5, 4, rngs=rngs())(ones((2, 6, 4))),
   ),
   # test_masking.py
   case(
@@ -475,7 +475,7 @@ def wrong_shape(key, shape, dtype=jnp.float32):
     ),
     (
       lambda: fd.nnx.AttentionDecoder(
-        4, 3, 5, bias_init=wrong_shape, rngs=rngs()
+        5, 4, 3, bias_init=wrong_shape, rngs=rngs()
       ),
       'AttentionDecoder',
       'b_a',

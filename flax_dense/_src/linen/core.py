@@ -39,18 +39,19 @@ class Activation(nn.Module):
     activation: ``None`` (identity), a callable, or a Keras activation name
       (``'softmax'``, ``'tanh'``, ``'relu'``, ...); ``softmax`` normalises
       over the last axis.
-    params: Keras's parameters of a named activation, such as
+    activation_kwargs: Keras's parameters of a named activation, such as
       ``{'negative_slope': 0.1}`` for ``'leaky_relu'`` or ``{'axis': 1}``
       for ``'softmax'``; those left out take Keras's defaults.
   """
 
   activation: str | ActivationFunction | None
-  params: Mapping[str, Any] | None = None
+  activation_kwargs: Mapping[str, Any] | None = None
 
   def __post_init__(self):
     # A module must be hashable (static jit arguments, nn.jit): a dict is not.
-    if self.params is not None and not isinstance(self.params, FrozenDict):
-      object.__setattr__(self, 'params', FrozenDict(self.params))
+    kwargs = self.activation_kwargs
+    if kwargs is not None and not isinstance(kwargs, FrozenDict):
+      object.__setattr__(self, 'activation_kwargs', FrozenDict(kwargs))
     super().__post_init__()
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
@@ -69,7 +70,7 @@ class Activation(nn.Module):
         callable.
     """
     function = resolve_activation(
-      self.activation, 'Activation', **(self.params or {})
+      self.activation, 'Activation', **(self.activation_kwargs or {})
     )
     return function(jnp.asarray(inputs))
 

@@ -30,16 +30,16 @@ class AttentionDecoder(nnx.Module):
     >>> import flax_dense as fd
     >>> from flax import nnx
     >>> import jax.numpy as jnp
-    >>> layer = fd.nnx.AttentionDecoder(16, 10, 8, rngs=nnx.Rngs(0))
+    >>> layer = fd.nnx.AttentionDecoder(8, 16, 10, rngs=nnx.Rngs(0))
     >>> layer.V_a.shape, layer.U_a.shape, layer.C_o.shape
     ((16,), (8, 16), (8, 10))
     >>> layer(jnp.ones((4, 7, 8))).shape
     (4, 7, 10)
 
   Args:
+    in_features: D, the features of one encoder timestep.
     units: size of the decoder state s.
     output_dim: number of labels.
-    in_features: D, the features of one encoder timestep.
     return_probabilities: return the attention weights instead of the label
       distributions.
     dtype: the dtype of the computation (default: inferred).
@@ -53,9 +53,9 @@ class AttentionDecoder(nnx.Module):
 
   def __init__(
     self,
+    in_features: int,
     units: int,
     output_dim: int,
-    in_features: int,
     *,
     return_probabilities: bool = False,
     dtype: Dtype | None = None,

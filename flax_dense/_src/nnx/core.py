@@ -1,6 +1,6 @@
 """Keras core layers without weights, for NNX."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -29,28 +29,40 @@ class Activation(nnx.Module):
     >>> import jax.numpy as jnp
     >>> fd.nnx.Activation('relu')(jnp.array([-1.0, 0.5]))
     Array([0. , 0.5], dtype=float32)
-    >>> fd.nnx.Activation('leaky_relu', negative_slope=0.1)(
+    >>> fd.nnx.Activation('leaky_relu', {'negative_slope': 0.1})(
     ...   jnp.array([-1.0, 0.5]))
     Array([-0.1,  0.5], dtype=float32)
 
   Args:
     activation: ``None`` (identity), a callable, or a Keras activation name;
       ``softmax`` normalises over the last axis.
-    **params: Keras's parameters of a named activation, such as
-      ``negative_slope=0.1`` for ``'leaky_relu'``; those left out take
+    activation_kwargs: Keras's parameters of a named activation, such as
+      ``{'negative_slope': 0.1}`` for ``'leaky_relu'``; those left out take
       Keras's defaults.
   """
 
   def __init__(
-    self, activation: str | ActivationFunction | None, **params: Any
+    self,
+    activation: str | ActivationFunction | None,
+    activation_kwargs: Mapping[str, Any] | None = None,
   ):
-    resolve_activation(activation, 'Activation', **params)
+    if activation_kwargs is not None and not isinstance(
+      activation_kwargs, Mapping
+    ):
+      raise TypeError(
+        'Activation: activation_kwargs must be a mapping of parameter names'
+        f' to values, or None, got {activation_kwargs!r}.'
+      )
+    kwargs = dict(activation_kwargs or {})
+    resolve_activation(activation, 'Activation', **kwargs)
     self.activation = activation
-    self.params = params
+    self.activation_kwargs = kwargs
 
   def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
     """Applies the activation to ``inputs`` of any shape."""
-    function = resolve_activation(self.activation, 'Activation', **self.params)
+    function = resolve_activation(
+      self.activation, 'Activation', **self.activation_kwargs
+    )
     return function(jnp.asarray(inputs))
 
 

@@ -1,5 +1,6 @@
 """Keras's recurrent layers for NNX: SimpleRNN, LSTM, GRU, Bidirectional."""
 
+import inspect
 from typing import Any
 
 import jax
@@ -192,27 +193,15 @@ class _Recurrent(nnx.Module):
     return format_outputs(outputs, states, self.return_state)
 
   def config(self) -> dict[str, Any]:
-    """The keyword arguments that rebuild this layer (without ``rngs``)."""
+    """The keyword arguments that rebuild this layer (without ``rngs`` and
+    the initializers, whose work its weights hold)."""
+    parameters = inspect.signature(type(self).__init__).parameters
     return {
       name: getattr(self, name)
-      for name in (
-        'activation',
-        'recurrent_activation',
-        'use_bias',
-        'dtype',
-        'param_dtype',
-        'precision',
-        'unit_forget_bias',
-        'reset_after',
-        'dropout',
-        'recurrent_dropout',
-        'return_sequences',
-        'return_state',
-        'go_backwards',
-        'deterministic',
-        'rng_collection',
-        'zero_output_for_mask',
-      )
+      for name, parameter in parameters.items()
+      if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+      and name != 'rngs'
+      and not name.endswith('_init')
     }
 
 
@@ -220,8 +209,7 @@ class SimpleRNN(_Recurrent):
   """Keras's ``SimpleRNN`` for NNX, the twin of :class:`flax_dense.SimpleRNN`.
 
   ``fd.nnx.SimpleRNN(in_features, units, *, ..., rngs)`` takes the
-  keywords of the linen layer's fields; ``recurrent_activation``,
-  ``unit_forget_bias`` and ``reset_after`` are accepted and unused.
+  keywords of the linen layer's fields.
 
   Example usage::
 
@@ -237,13 +225,57 @@ class SimpleRNN(_Recurrent):
 
   kind = 'simple_rnn'
 
+  def __init__(
+    self,
+    in_features: int,
+    units: int,
+    *,
+    activation: Any = 'tanh',
+    use_bias: bool = True,
+    dtype: Dtype | None = None,
+    param_dtype: Dtype = jnp.float32,
+    precision: PrecisionLike = None,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_kernel_init: Initializer = initializers.orthogonal,
+    bias_init: Initializer = initializers.zeros,
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    return_sequences: bool = False,
+    return_state: bool = False,
+    go_backwards: bool = False,
+    deterministic: bool = False,
+    rng_collection: str = 'dropout',
+    zero_output_for_mask: bool = False,
+    rngs: nnx.Rngs,
+  ):
+    super().__init__(
+      in_features,
+      units,
+      activation=activation,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      precision=precision,
+      kernel_init=kernel_init,
+      recurrent_kernel_init=recurrent_kernel_init,
+      bias_init=bias_init,
+      dropout=dropout,
+      recurrent_dropout=recurrent_dropout,
+      return_sequences=return_sequences,
+      return_state=return_state,
+      go_backwards=go_backwards,
+      deterministic=deterministic,
+      rng_collection=rng_collection,
+      zero_output_for_mask=zero_output_for_mask,
+      rngs=rngs,
+    )
+
 
 class LSTM(_Recurrent):
   """Keras's ``LSTM`` for NNX, the twin of :class:`flax_dense.LSTM`.
 
   ``fd.nnx.LSTM(in_features, units, *, ..., rngs)`` takes the keywords of
-  the linen layer's fields (``reset_after`` is accepted and unused);
-  ``model.train()`` / ``model.eval()`` switch its dropout.
+  the linen layer's fields; ``model.train()`` / ``model.eval()`` switch its dropout.
 
   Example usage::
 
@@ -261,12 +293,61 @@ class LSTM(_Recurrent):
 
   kind = 'lstm'
 
+  def __init__(
+    self,
+    in_features: int,
+    units: int,
+    *,
+    activation: Any = 'tanh',
+    recurrent_activation: Any = 'sigmoid',
+    use_bias: bool = True,
+    dtype: Dtype | None = None,
+    param_dtype: Dtype = jnp.float32,
+    precision: PrecisionLike = None,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_kernel_init: Initializer = initializers.orthogonal,
+    bias_init: Initializer = initializers.zeros,
+    unit_forget_bias: bool = True,
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    return_sequences: bool = False,
+    return_state: bool = False,
+    go_backwards: bool = False,
+    deterministic: bool = False,
+    rng_collection: str = 'dropout',
+    zero_output_for_mask: bool = False,
+    rngs: nnx.Rngs,
+  ):
+    super().__init__(
+      in_features,
+      units,
+      activation=activation,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      precision=precision,
+      kernel_init=kernel_init,
+      recurrent_kernel_init=recurrent_kernel_init,
+      bias_init=bias_init,
+      dropout=dropout,
+      recurrent_dropout=recurrent_dropout,
+      return_sequences=return_sequences,
+      return_state=return_state,
+      go_backwards=go_backwards,
+      deterministic=deterministic,
+      rng_collection=rng_collection,
+      zero_output_for_mask=zero_output_for_mask,
+      rngs=rngs,
+      recurrent_activation=recurrent_activation,
+      unit_forget_bias=unit_forget_bias,
+    )
+
 
 class GRU(_Recurrent):
   """Keras's ``GRU`` for NNX, the twin of :class:`flax_dense.GRU`.
 
   ``fd.nnx.GRU(in_features, units, *, ..., rngs)`` takes the keywords of
-  the linen layer's fields (``unit_forget_bias`` is accepted and unused).
+  the linen layer's fields.
 
   Example usage::
 
@@ -283,6 +364,55 @@ class GRU(_Recurrent):
   """
 
   kind = 'gru'
+
+  def __init__(
+    self,
+    in_features: int,
+    units: int,
+    *,
+    activation: Any = 'tanh',
+    recurrent_activation: Any = 'sigmoid',
+    use_bias: bool = True,
+    dtype: Dtype | None = None,
+    param_dtype: Dtype = jnp.float32,
+    precision: PrecisionLike = None,
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_kernel_init: Initializer = initializers.orthogonal,
+    bias_init: Initializer = initializers.zeros,
+    reset_after: bool = True,
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    return_sequences: bool = False,
+    return_state: bool = False,
+    go_backwards: bool = False,
+    deterministic: bool = False,
+    rng_collection: str = 'dropout',
+    zero_output_for_mask: bool = False,
+    rngs: nnx.Rngs,
+  ):
+    super().__init__(
+      in_features,
+      units,
+      activation=activation,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      precision=precision,
+      kernel_init=kernel_init,
+      recurrent_kernel_init=recurrent_kernel_init,
+      bias_init=bias_init,
+      dropout=dropout,
+      recurrent_dropout=recurrent_dropout,
+      return_sequences=return_sequences,
+      return_state=return_state,
+      go_backwards=go_backwards,
+      deterministic=deterministic,
+      rng_collection=rng_collection,
+      zero_output_for_mask=zero_output_for_mask,
+      rngs=rngs,
+      recurrent_activation=recurrent_activation,
+      reset_after=reset_after,
+    )
 
 
 #: The NNX layers ``Bidirectional`` wraps.
@@ -362,6 +492,8 @@ class Bidirectional(nnx.Module):
       The merged outputs, or the two outputs for ``merge_mode=None``; with
       ``return_state`` followed by the forward then the backward states.
     """
+    if deterministic is not None:
+      validate.check_bool(deterministic, 'Bidirectional', 'deterministic')
     forward_state, backward_state = split_bidirectional_state(initial_state)
     forward, backward = (
       layer(

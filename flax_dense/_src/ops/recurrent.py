@@ -52,7 +52,12 @@ def recurrent_shapes(
   Returns:
     ``{'kernel': (D, G*U), 'recurrent_kernel': (U, G*U), 'bias': ...}``
     with G the gates of ``kind`` (1, 4 or 3).
+
+  Raises:
+    TypeError: if ``use_bias`` or ``reset_after`` is not a bool.
   """
+  validate.check_bool(use_bias, 'recurrent_shapes', 'use_bias')
+  validate.check_bool(reset_after, 'recurrent_shapes', 'reset_after')
   gates = GATES[kind]
   shapes: dict[str, tuple[int, ...]] = {
     'kernel': (in_features, gates * units),
@@ -233,7 +238,17 @@ def recurrent(
   Returns:
     ``(outputs (T, U), states)``: the output of every step in processing
     order, and the final states ``(h,)`` or ``(h, c)``, each ``(U,)``.
+
+  Raises:
+    TypeError: if a flag is not a bool.
+    ValueError: for weights whose shapes do not fit ``kind``.
   """
+  for name, flag in (
+    ('reset_after', reset_after),
+    ('go_backwards', go_backwards),
+    ('zero_output_for_mask', zero_output_for_mask),
+  ):
+    validate.check_bool(flag, 'recurrent', name)
   gates = GATES[kind]
   units = recurrent_kernel.shape[0]
   in_features = inputs.shape[-1]

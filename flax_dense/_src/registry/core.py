@@ -12,8 +12,8 @@ def _activation_arguments(layer: spec.KerasLayer) -> dict:
 
 
 def _export_activation(layer: spec.ExportedLayer) -> dict:
-  if layer.module.params:
-    raise layer.no_counterpart('an Activation with params')
+  if layer.module.activation_kwargs:
+    raise layer.no_counterpart('an Activation with activation_kwargs')
   return {'activation': spec.export_activation(layer, layer.module.activation)}
 
 
@@ -21,7 +21,7 @@ SPECS = (
   LayerSpec(
     linen.Activation,
     nnx.Activation,
-    ('activation',),
+    ('activation', 'activation_kwargs'),
     mask_flow='propagate',
     keras_import={
       'Activation': spec.weightless_import(
