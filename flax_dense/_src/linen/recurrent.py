@@ -482,6 +482,8 @@ class Bidirectional(nn.Module):
       ``'concat'``), or the two outputs for ``merge_mode=None``; with
       ``return_state`` followed by the forward then the backward states.
     """
+    if deterministic is not None:
+      validate.check_bool(deterministic, 'Bidirectional', 'deterministic')
     forward_layer, backward_layer = self._layers()
     forward_state, backward_state = split_bidirectional_state(initial_state)
     # Keras's rule: a layer returning sequences outputs zeros at masked steps.
