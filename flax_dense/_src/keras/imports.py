@@ -53,7 +53,7 @@ GRAPH_IMPORTS: dict[str, KerasImport] = {
   },
   'TimeDistributed': KerasImport(
     _time_distributed,
-    '``TimeDistributed(Dense)``: ``flax.linen.Dense``, then ``Activation``',
+    '``TimeDistributed(Dense)``: ``flax.linen.Dense``, then its activation',
     makes=(nn.Dense,),
   ),
 }

@@ -5,16 +5,13 @@ from typing import Any
 
 import numpy as np
 
-#: Kinds of :func:`keras_weights_to_params`: the layout of the Keras kernel
-#: and the flax_dense layer whose params it becomes.
-WEIGHT_KINDS: dict[str, tuple[str, str]] = {
-  'dense': ('(in_features, units)', 'flax.linen.Dense'),
-  'dense2d': ('(positions, in_features, units)', 'PerPositionDense'),
-  'einsum_dense': ('(positions, in_features, units)', 'PerPositionDense'),
-  'locally_connected1d': (
-    '(output_length, kernel_size * in_features, filters)',
-    'PerPositionDense (kernel_size 1) or LocallyConnected1D',
-  ),
+#: Kinds of :func:`keras_weights_to_params` and the layout of their Keras
+#: kernel (the layer each becomes: the function's docstring).
+WEIGHT_KINDS: dict[str, str] = {
+  'dense': '(in_features, units)',
+  'dense2d': '(positions, in_features, units)',
+  'einsum_dense': '(positions, in_features, units)',
+  'locally_connected1d': '(output_length, kernel_size * in_features, filters)',
 }
 
 
@@ -96,7 +93,7 @@ def keras_weights_to_params(
       ``kind``.
   """
   kind = _weight_kind(kind)
-  layout, _ = WEIGHT_KINDS[kind]
+  layout = WEIGHT_KINDS[kind]
   caller = f'keras_weights_to_params({kind!r})'
   if isinstance(weights, str | bytes) or not isinstance(weights, Sequence):
     raise ValueError(
