@@ -34,7 +34,7 @@ from flax.typing import Initializer
 DATA_FORMATS = ('channels_last', 'channels_first')
 
 
-def _given(value: Any) -> str:
+def describe_given(value: Any) -> str:
   """``value`` and its type, as the messages show what was given."""
   return f'{value!r} of type {type(value).__name__}'
 
@@ -64,7 +64,7 @@ def check_bool(value: Any, layer: str, name: str) -> bool:
   """
   if not is_bool(value):
     raise TypeError(
-      f'{layer}: {name} must be True or False (a bool), got {_given(value)}.'
+      f'{layer}: {name} must be True or False (a bool), got {describe_given(value)}.'
     )
   return bool(value)
 
@@ -83,7 +83,9 @@ def check_int(
     'a positive integer' if minimum == 1 else f'an integer >= {minimum}',
   )
   if not is_int(value):
-    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
+    raise TypeError(
+      f'{layer}: {name} must be {expected}, got {describe_given(value)}.'
+    )
   if minimum is not None and value < minimum:
     raise ValueError(f'{layer}: {name} must be {expected}, got {value!r}.')
   return int(value)
@@ -132,7 +134,9 @@ def check_real(
       allowed.
   """
   if not is_real(value):
-    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
+    raise TypeError(
+      f'{layer}: {name} must be {expected}, got {describe_given(value)}.'
+    )
   number = float(value)
   bad = (math.isnan(number) and not allow_nan) or (
     math.isinf(number) and not allow_inf
@@ -190,7 +194,7 @@ def check_string(
   """
   if not isinstance(value, str):
     raise TypeError(
-      f'{layer}: {name} must be one of {tuple(choices)}, got {_given(value)}.'
+      f'{layer}: {name} must be one of {tuple(choices)}, got {describe_given(value)}.'
     )
   if value not in choices:
     raise ValueError(
@@ -206,7 +210,9 @@ def check_str(value: Any, layer: str, name: str) -> str:
     TypeError: unless ``value`` is a string.
   """
   if not isinstance(value, str):
-    raise TypeError(f'{layer}: {name} must be a string, got {_given(value)}.')
+    raise TypeError(
+      f'{layer}: {name} must be a string, got {describe_given(value)}.'
+    )
   return value
 
 
@@ -224,7 +230,9 @@ def check_data_format(data_format: Any, layer: str) -> str:
 def check_callable(value: Any, layer: str, name: str, expected: str) -> None:
   """Raises ``TypeError`` unless ``value`` is callable."""
   if not callable(value):
-    raise TypeError(f'{layer}: {name} must be {expected}, got {_given(value)}.')
+    raise TypeError(
+      f'{layer}: {name} must be {expected}, got {describe_given(value)}.'
+    )
 
 
 def check_initializer(value: Any, layer: str, name: str) -> None:
@@ -248,7 +256,7 @@ def check_regularizer(regularizer: Any, layer: str) -> None:
     raise TypeError(
       f'{layer}: activity_regularizer must be None or a function from the'
       f' outputs to a scalar (e.g. fd.l1_l2(l2=0.01)), got'
-      f' {_given(regularizer)}.'
+      f' {describe_given(regularizer)}.'
     )
 
 
@@ -261,7 +269,7 @@ def check_int_tuple(value: Any, layer: str, name: str) -> tuple[int, ...]:
   """
   if not isinstance(value, tuple | list) or not all(map(is_int, value)):
     raise TypeError(
-      f'{layer}: {name} must be a tuple of integers, got {_given(value)}.'
+      f'{layer}: {name} must be a tuple of integers, got {describe_given(value)}.'
     )
   return tuple(int(entry) for entry in value)
 
@@ -283,7 +291,7 @@ def check_shape(value: Any, layer: str, name: str) -> tuple[Any, ...]:
   """
   if not isinstance(value, tuple | list) or not all(map(is_dim, value)):
     raise TypeError(
-      f'{layer}: {name} must be a tuple of integers, got {_given(value)}.'
+      f'{layer}: {name} must be a tuple of integers, got {describe_given(value)}.'
     )
   return tuple(value)
 
@@ -299,7 +307,7 @@ def check_axes(value: Any, layer: str, name: str = 'axis') -> int | tuple:
   if not isinstance(value, tuple | list) or not all(map(is_int, value)):
     raise TypeError(
       f'{layer}: {name} must be an integer or a tuple of integers, got'
-      f' {_given(value)}.'
+      f' {describe_given(value)}.'
     )
   return tuple(int(entry) for entry in value)
 
@@ -368,12 +376,14 @@ def as_array(value: Any, caller: str, name: str) -> jax.Array:
       (``None``, a string, a dict, a ragged list).
   """
   if isinstance(value, str | bytes | dict) or value is None:
-    raise TypeError(f'{caller}: {name} must be an array, got {_given(value)}.')
+    raise TypeError(
+      f'{caller}: {name} must be an array, got {describe_given(value)}.'
+    )
   try:
     return jnp.asarray(value)
   except (TypeError, ValueError):
     raise TypeError(
-      f'{caller}: {name} must be an array, got {_given(value)}.'
+      f'{caller}: {name} must be an array, got {describe_given(value)}.'
     ) from None
 
 

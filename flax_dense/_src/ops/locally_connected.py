@@ -241,7 +241,7 @@ def single_positive_int(value: Any, layer: str, name: str) -> int:
     value = value[0]
   if not validate.is_int(value):
     raise TypeError(
-      f'{layer}: {name} must be {expected}, got {validate._given(value)}.'
+      f'{layer}: {name} must be {expected}, got {validate.describe_given(value)}.'
     )
   return validate.check_positive_int(value, layer, name)
 
@@ -269,7 +269,7 @@ def locally_connected_1d_options(
   strides = single_positive_int(strides, layer, 'strides')
   if not isinstance(padding, str):
     raise TypeError(
-      f"{layer}: padding must be the string 'valid', got {validate._given(padding)}."
+      f"{layer}: padding must be the string 'valid', got {validate.describe_given(padding)}."
     )
   if padding.lower() != 'valid':
     raise ValueError(

@@ -3,6 +3,7 @@
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import promote_dtype
@@ -77,7 +78,7 @@ def _real_array(value: Any, layer: str, name: str) -> Any:
     dtype = 'ragged' if array is None else array.dtype
     raise TypeError(
       f'{layer}: {name} must be an array of real numbers, got'
-      f' {validate._given(value)} (dtype {dtype}).'
+      f' {validate.describe_given(value)} (dtype {dtype}).'
     )
   if not traced and not np.all(np.isfinite(array)):
     raise ValueError(
