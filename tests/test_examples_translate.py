@@ -18,6 +18,7 @@ EXAMPLE = (
 @pytest.fixture(scope='module')
 def dates():
   spec = importlib.util.spec_from_file_location('translate_dates', EXAMPLE)
+  assert spec is not None and spec.loader is not None
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
