@@ -200,6 +200,35 @@ CASES = [
   ),
   Case('flax-Dense', nn.Dense(3), (X3,)),
   Case(
+    'Embedding-mask-zero',
+    fd.Embedding(6, 3, mask_zero=True),
+    (jnp.array([[1, 2, 0, 5], [0, 3, 4, 0]]),),
+  ),
+  Case('SimpleRNN', fd.SimpleRNN(3, return_sequences=True), (PADDED,)),
+  Case(
+    'LSTM-mask-state',
+    fd.LSTM(3, return_state=True, go_backwards=True),
+    (PADDED, mask_of(PADDED)),
+  ),
+  Case('GRU-reset-before', fd.GRU(3, reset_after=False), (X3,)),
+  Case(
+    'GRU-mask-sequences',
+    fd.GRU(2, return_sequences=True),
+    (PADDED, mask_of(PADDED)),
+  ),
+  Case(
+    'Bidirectional-backward-layer',
+    fd.Bidirectional(
+      fd.LSTM(3, return_sequences=True),
+      merge_mode='sum',
+      backward_layer=fd.LSTM(
+        3, return_sequences=True, go_backwards=True, activation='relu'
+      ),
+    ),
+    (PADDED, mask_of(PADDED)),
+  ),
+  Case('Bidirectional-GRU', fd.Bidirectional(fd.GRU(2)), (X3,)),
+  Case(
     'KerasSequential',
     fd.KerasSequential(
       (
