@@ -15,6 +15,7 @@ from flax_dense._src.convert import from_linen
 from flax_dense._src.keras import h5
 from flax_dense._src.keras.imports import convert_layer
 from flax_dense._src.keras.read import KerasModel, entry_name, read
+from flax_dense._src.linen import recurrent as linen_recurrent
 from flax_dense._src.linen.embedding import Embedding
 from flax_dense._src.models.graph import (
   MERGES,
@@ -387,14 +388,19 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
         taken = sum(count for _, count in keywords)
         positional = given[: len(given) - taken]
         indices = steps(name, positional)
-        nodes.append(Node(node_inputs, made, indices, keywords=keywords))
         out = shapes_after(name, indices, given, keywords)
-        made_shapes = (
-          ([out] if not isinstance(out, list | tuple) else list(out))
-          if out is not None
-          else [None] * _check_made(layer, made, _MAX_OUTPUTS)
+        # Every output the layer makes, the model's or not (a decoder's
+        # states), so that the graph numbers them as the layer returns them.
+        made_shapes = []
+        makes = _outputs_of(modules[indices[-1]]) if indices else None
+        if out is not None:
+          made_shapes = list(out) if isinstance(out, list | tuple) else [out]
+          makes = len(made_shapes)
+        made = _check_made(
+          layer, made, _MAX_OUTPUTS if makes is None else makes
         )
-        _check_made(layer, made, len(made_shapes))
+        made = made if makes is None else makes
+        nodes.append(Node(node_inputs, made, indices, keywords=keywords))
       shapes += (made_shapes + [None] * made)[:made]
       for tensor in range(made):
         tensor_of[(name, node_index, tensor)] = count + tensor
@@ -430,6 +436,18 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
       single,
     )
   return module, variables
+
+
+def _outputs_of(module: nn.Module) -> int | None:
+  """How many outputs a recurrent layer returns, else ``None``."""
+  if isinstance(module, linen_recurrent.Bidirectional):
+    count = _outputs_of(module.layer) or 1
+    merged = 1 if module.merge_mode is not None else 2
+    return merged + 2 * (count - 1)
+  if isinstance(module, linen_recurrent.RECURRENT_LAYERS):
+    states = 2 if isinstance(module, linen_recurrent.LSTM) else 1
+    return 1 + states if module.return_state else 1
+  return None
 
 
 #: The most outputs a layer is taken to make when its inputs' shapes are
