@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import flax_dense as fd
 from flax_dense._src.registry.recurrent import cudnn_weights
@@ -378,3 +379,29 @@ def test_sequential_export_keeps_each_option():
   assert (gru.reset_after, gru.go_backwards) == (False, True)
   assert bi.merge_mode == 'mul' and bi.backward_layer.go_backwards
   assert_outputs(predict(exported, [ids]), [module.apply(variables, ids)])
+
+
+def test_frozen_recurrent_layers_keep_constants_both_ways():
+  model = build(masked_bidirectional)
+  model.get_layer('bi').trainable = False
+  inputs = [padded_steps()]
+  want = predict(model, inputs)
+  module, variables = fd.from_keras(model)
+  assert set(variables['constants']) == {'bi'}
+  assert set(variables['constants']['bi']) == {
+    'forward_layer',
+    'backward_layer',
+  }
+  assert_outputs(module.apply(variables, *inputs), want)
+  twin = fd.from_keras(model, api='nnx')
+  constants = jax.tree.leaves(nnx.state(twin, fd.nnx.Constant))
+  assert len(constants) == 6  # two layers' kernel, recurrent kernel, bias
+  assert_outputs(twin(*inputs), want)
+  back, back_variables = fd.nnx.to_linen(twin)
+  assert jax.tree.map(jnp.shape, back_variables) == jax.tree.map(
+    jnp.shape, variables
+  )
+  with jax.numpy_rank_promotion('allow'):
+    exported = fd.to_keras_model(module, variables, input_shape=(6, 4))
+  assert not exported.get_layer('bi').trainable
+  assert_outputs(predict(exported, inputs), want)
