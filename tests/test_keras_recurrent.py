@@ -405,3 +405,38 @@ def test_frozen_recurrent_layers_keep_constants_both_ways():
     exported = fd.to_keras_model(module, variables, input_shape=(6, 4))
   assert not exported.get_layer('bi').trainable
   assert_outputs(predict(exported, inputs), want)
+
+
+def test_embedding_mask_flows_through_bidirectional_into_attention():
+  # The translate_dates encoder as a graph: the mask Embedding makes from
+  # the ids reaches the Bidirectional and, passed on with its sequences,
+  # the AttentionDecoder.
+  model = fd.KerasSequential(
+    (
+      fd.Embedding(9, 4, mask_zero=True),
+      fd.Bidirectional(fd.LSTM(3, return_sequences=True)),
+      fd.AttentionDecoder(5, 4),
+    ),
+    names=('embedding', 'encoder', 'decoder'),
+    mask_flow=('compute', 'use', 'consume'),
+  )
+  ids = padded_ids((3, 6))
+  variables = model.init(jax.random.key(0), ids)
+  params = variables['params']
+  mask = ids != 0
+  steps = fd.Embedding(9, 4).apply({'params': params['embedding']}, ids)
+  encoded = fd.Bidirectional(fd.LSTM(3, return_sequences=True)).apply(
+    {'params': params['encoder']}, steps, mask
+  )
+  want = fd.AttentionDecoder(5, 4).apply(
+    {'params': params['decoder']}, encoded, mask=mask
+  )
+  got = model.apply(variables, ids)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # Without the mask the padding would count.
+  unmasked = fd.AttentionDecoder(5, 4).apply(
+    {'params': params['decoder']}, encoded
+  )
+  assert not np.allclose(got, unmasked, atol=1e-4)
+  twin = fd.nnx.from_linen(model, variables)
+  np.testing.assert_allclose(twin(ids), want, rtol=1e-5, atol=1e-6)
