@@ -260,7 +260,9 @@ def predict(model, inputs):
 def embedding_stack():
   ids = keras.Input((6,), dtype='int32')
   x = layers.Embedding(9, 4, mask_zero=True, name='embedding')(ids)
-  x = layers.LSTM(5, return_sequences=True, name='lstm')(x)
+  x = layers.LSTM(
+    5, return_sequences=True, dropout=0.3, recurrent_dropout=0.2, name='lstm'
+  )(x)
   x = layers.GRU(3, return_sequences=True, reset_after=False, name='gru')(x)
   x = layers.SimpleRNN(2, go_backwards=True, name='rnn')(x)
   return keras.Model(ids, x)
@@ -440,3 +442,29 @@ def test_embedding_mask_flows_through_bidirectional_into_attention():
   assert not np.allclose(got, unmasked, atol=1e-4)
   twin = fd.nnx.from_linen(model, variables)
   np.testing.assert_allclose(twin(ids), want, rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_model_with_dropout_in_training_and_inference():
+  model = build(
+    lambda: keras.Sequential(
+      [
+        keras.Input((6,), dtype='int32'),
+        layers.Embedding(9, 4, mask_zero=True),
+        layers.GRU(3, dropout=0.5, return_sequences=True),
+        layers.GlobalAveragePooling1D(),
+      ]
+    )
+  )
+  ids = padded_ids()
+  module, variables = fd.from_keras(model)
+  assert isinstance(module, fd.KerasSequential)
+  assert module.mask_flow == ('compute', 'use', 'consume')
+  want = predict(model, [ids])
+  assert_outputs(module.apply(variables, ids), want)
+  trained = module.apply(
+    variables,
+    ids,
+    deterministic=False,
+    rngs={'dropout': jax.random.key(1)},
+  )
+  assert not np.allclose(trained, want[0], atol=1e-4)
