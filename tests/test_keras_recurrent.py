@@ -468,3 +468,18 @@ def test_sequential_model_with_dropout_in_training_and_inference():
     rngs={'dropout': jax.random.key(1)},
   )
   assert not np.allclose(trained, want[0], atol=1e-4)
+
+
+def test_unmerged_bidirectional_masks_both_sequences():
+  def make():
+    steps = keras.Input((6, 4))
+    forward, backward = layers.Bidirectional(
+      layers.GRU(3, return_sequences=True), merge_mode=None, name='bi'
+    )(layers.Masking()(steps))
+    pooled = layers.GlobalAveragePooling1D(name='pool')(backward)
+    return keras.Model(steps, [forward, pooled])
+
+  model = build(make)
+  inputs = [padded_steps()]
+  module, variables = fd.from_keras(model)
+  assert_outputs(module.apply(variables, *inputs), predict(model, inputs))
