@@ -483,3 +483,28 @@ def test_unmerged_bidirectional_masks_both_sequences():
   inputs = [padded_steps()]
   module, variables = fd.from_keras(model)
   assert_outputs(module.apply(variables, *inputs), predict(model, inputs))
+
+
+def test_variable_length_graph_with_bidirectional_initial_state():
+  # No timesteps in the input shapes: the outputs of each layer are counted
+  # from its configuration (the encoder's unused c included).
+  def make():
+    ids = keras.Input((None,), dtype='int32')
+    steps = keras.Input((None, 3))
+    embedded = layers.Embedding(9, 4, mask_zero=True)(ids)
+    _, h, _ = layers.LSTM(4, return_state=True, name='encoder')(embedded)
+    decoded = layers.Bidirectional(
+      layers.GRU(4, return_sequences=True), merge_mode='sum', name='bi'
+    )(steps, initial_state=[h, h])
+    outputs = layers.TimeDistributed(layers.Dense(2), name='td')(decoded)
+    return keras.Model([ids, steps], outputs)
+
+  model = build(make)
+  inputs = [padded_ids((3, 4)), padded_steps((3, 5, 3))]
+  want = predict(model, inputs)
+  module, variables = fd.from_keras(model)
+  assert_outputs(module.apply(variables, *inputs), want)
+  assert_outputs(fd.from_keras(model, api='nnx')(*inputs), want)
+  with jax.numpy_rank_promotion('allow'):
+    back = fd.to_keras_model(module, variables, input_shape=[(4,), (5, 3)])
+  assert_outputs(predict(back, inputs), want)
