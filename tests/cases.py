@@ -544,6 +544,44 @@ CASES: list[Case] = [
     mask=True,
   ),
   Case(
+    'LSTM',
+    lambda: fd.LSTM(3, return_state=True, go_backwards=True),
+    lambda rngs: fd.nnx.LSTM(
+      4, 3, return_state=True, go_backwards=True, rngs=rngs
+    ),
+    _SEQ,
+    variant='masked-state-backwards',
+    padded=0.0,
+    mask=True,
+  ),
+  Case(
+    'Bidirectional',
+    lambda: fd.Bidirectional(
+      fd.LSTM(3, return_sequences=True),
+      merge_mode='sum',
+      backward_layer=fd.LSTM(
+        3, return_sequences=True, go_backwards=True, activation='relu'
+      ),
+    ),
+    lambda rngs: fd.nnx.Bidirectional(
+      fd.nnx.LSTM(4, 3, return_sequences=True, rngs=rngs),
+      merge_mode='sum',
+      backward_layer=fd.nnx.LSTM(
+        4,
+        3,
+        return_sequences=True,
+        go_backwards=True,
+        activation='relu',
+        rngs=rngs,
+      ),
+      rngs=rngs,
+    ),
+    _SEQ,
+    variant='backward-layer',
+    padded=0.0,
+    mask=True,
+  ),
+  Case(
     'Bidirectional',
     lambda: fd.Bidirectional(fd.GRU(3), merge_mode='sum'),
     lambda rngs: fd.nnx.Bidirectional(

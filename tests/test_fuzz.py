@@ -706,6 +706,133 @@ def _dropout_check(args, out):
   np.testing.assert_allclose(out[kept], x[kept] / (1 - rate), rtol=1e-6)
 
 
+# -- embedding and recurrent layers ------------------------------------------
+
+IDS = jnp.array([[1, 2, 0, 4], [0, 0, 3, 1]])
+# Valid above the largest id, 4; below it, the ids are out of range.
+INPUT_DIM = Kind([5, 9, np.int64(5)], lambda v: is_int(v) and v >= 5)
+RECURRENT_INPUTS = inputs_kind((2, 5, 3))
+MERGE_MODE = Kind(
+  ['concat', 'sum', 'mul', 'ave', None],
+  lambda v: v is None or (isinstance(v, str) and v in fd_merge_modes()),
+)
+
+
+def fd_merge_modes():
+  return ('concat', 'sum', 'mul', 'ave')
+
+
+def _embedding_check(args, out):
+  out = np.asarray(out)
+  assert out.shape == (*IDS.shape, int(args['output_dim']))
+  assert np.all(np.isfinite(out))
+
+
+def _recurrent_check(args, out, width=1):
+  out = np.asarray(out)
+  x = np.asarray(args['inputs'])
+  units = int(args['units']) * width
+  steps = x.shape[:-1] if args.get('return_sequences') else x.shape[:-2]
+  assert out.shape == (*steps, units), (out.shape, x.shape)
+  assert np.all(np.isfinite(out))
+
+
+RECURRENT_ARGUMENTS = {
+  'units': positive_int(1, 4),
+  'return_sequences': BOOL,
+  'go_backwards': BOOL,
+  'dropout': RATE,
+  'activation': ACTIVATION,
+  'inputs': RECURRENT_INPUTS,
+}
+
+
+@entry(
+  'linen.Embedding',
+  'Embedding',
+  {'input_dim': INPUT_DIM, 'output_dim': positive_int(1, 3), 'mask_zero': BOOL},
+  check=_embedding_check,
+)
+def _(**kwargs):
+  return linen_run(fd.Embedding(**kwargs), IDS)
+
+
+@entry(
+  'nnx.Embedding',
+  'Embedding',
+  {'input_dim': INPUT_DIM, 'output_dim': positive_int(1, 3), 'mask_zero': BOOL},
+  check=_embedding_check,
+)
+def _(input_dim, output_dim, **kwargs):
+  return fd.nnx.Embedding(input_dim, output_dim, **kwargs, rngs=rngs())(IDS)
+
+
+for _name in ('SimpleRNN', 'LSTM', 'GRU'):
+  entry(
+    f'linen.{_name}',
+    _name,
+    RECURRENT_ARGUMENTS,
+    check=_recurrent_check,
+  )(
+    lambda inputs, name=_name, **kw: linen_run(
+      getattr(fd, name)(**kw, deterministic=True), inputs
+    )
+  )
+  entry(
+    f'nnx.{_name}',
+    _name,
+    RECURRENT_ARGUMENTS,
+    check=_recurrent_check,
+  )(
+    lambda inputs, units, name=_name, **kw: getattr(fd.nnx, name)(
+      3, units, **kw, deterministic=True, rngs=rngs()
+    )(inputs)
+  )
+
+
+def _bidirectional_check(args, out):
+  args = {**args, 'units': 2, 'inputs': X}
+  width = 2 if args['merge_mode'] == 'concat' else 1
+  if args['merge_mode'] is None:
+    for half in out:
+      _recurrent_check({**args, 'return_sequences': True}, half)
+  else:
+    _recurrent_check({**args, 'return_sequences': True}, out, width)
+
+
+# The wrapped GRU(2) and the inputs are fixed: the GRU's arguments and
+# inputs are fuzzed above (its messages name the GRU).
+BIDIRECTIONAL_ARGUMENTS = {'merge_mode': MERGE_MODE}
+
+
+@entry(
+  'linen.Bidirectional',
+  'Bidirectional',
+  BIDIRECTIONAL_ARGUMENTS,
+  check=_bidirectional_check,
+)
+def _(merge_mode):
+  layer = fd.Bidirectional(
+    fd.GRU(2, return_sequences=True), merge_mode=merge_mode
+  )
+  return linen_run(layer, X)
+
+
+@entry(
+  'nnx.Bidirectional',
+  'Bidirectional',
+  BIDIRECTIONAL_ARGUMENTS,
+  check=_bidirectional_check,
+)
+def _(merge_mode):
+  layer = fd.nnx.Bidirectional(
+    fd.nnx.GRU(3, 2, return_sequences=True, rngs=rngs()),
+    merge_mode=merge_mode,
+    rngs=rngs(),
+  )
+  return layer(X)
+
+
 SPATIAL = {1: X, 2: jnp.ones((2, 3, 3, 2)), 3: jnp.ones((2, 2, 2, 2, 3))}
 
 

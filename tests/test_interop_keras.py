@@ -346,7 +346,7 @@ def test_training_mode_applies_dropout():
 @pytest.mark.parametrize(
   'make_layer,class_name',
   [
-    (lambda: layers.LSTM(3, name='my_lstm'), 'LSTM'),
+    (lambda: layers.LayerNormalization(name='my_norm'), 'LayerNormalization'),
     (lambda: layers.Conv1D(3, 2, name='my_conv1d'), 'Conv1D'),
   ],
 )

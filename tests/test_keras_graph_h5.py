@@ -219,12 +219,12 @@ def test_keras_1_file(tmp_path):
 def test_unknown_layer_names_the_file_the_layer_and_the_fix(tmp_path):
   path = copy(tmp_path, 'functional_graph.h5')
   edit_config(
-    path, lambda layers: layer(layers, 'dot').update(class_name='LSTM')
+    path, lambda layers: layer(layers, 'dot').update(class_name='Conv1D')
   )
   with pytest.raises(ValueError) as error:
     fd.from_keras(path)
   message = str(error.value)
-  assert "LSTM layer 'dot'" in message
+  assert "Conv1D layer 'dot'" in message
   assert 'functional_graph.h5' in message
   assert 'register_keras_layer' in message
 

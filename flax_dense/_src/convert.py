@@ -50,6 +50,7 @@ from flax_dense._src import registry
 from flax_dense._src.models import linen as linen_models
 from flax_dense._src.models import nnx as nnx_models
 from flax_dense._src.models.graph import check_sequential
+from flax_dense._src.nnx.dropout import _stream
 from flax_dense._src.registry.spec import PARAMS, LayerSpec, Weights
 from flax_dense._src.variables import CONSTANTS, LOSSES, Constant, frozen
 
@@ -143,7 +144,10 @@ def _layer_weights(
       f' {_names_text(expected)}, got {_describe(collections)}.'
     )
   tree = collections.get(collection, {})
-  return {name: jnp.asarray(tree[name]) for name in names}, collection
+  # A layer of layers (Bidirectional) has each one's weights as a tree.
+  return {
+    name: jax.tree.map(jnp.asarray, tree[name]) for name in names
+  }, collection
 
 
 def _names_text(expected: dict[str, tuple[str, ...]]) -> str:
@@ -172,13 +176,22 @@ def _layer_from_linen(
   )
   weights, collection = _layer_weights(module, conversion, variables)
   arguments = {field: getattr(module, field) for field in conversion.fields}
+  if any(isinstance(value, Mapping) for value in weights.values()):
+    # Inner layers (Bidirectional's), which the spec converts: their
+    # variables by collection.
+    inner: Any = {name: {collection: tree} for name, tree in weights.items()}
+    arguments.update(conversion.nnx_arguments(module, inner))
+    return conversion.nnx(**arguments)
   arguments.update(conversion.nnx_arguments(module, weights))
   if conversion.takes_rngs:
     arguments['rngs'] = rngs
   if not weights:
     return conversion.nnx(**arguments)
   # Built abstractly, then given the weights: no values are drawn.
+  given_rngs = arguments.pop('rngs', None)
   layer = nnx.eval_shape(lambda: conversion.nnx(**arguments, rngs=nnx.Rngs(0)))
+  if conversion.takes_rngs:  # a layer of weights and dropout: its stream
+    layer.rngs = _stream(given_rngs, layer.rng_collection, type(layer).__name__)
   variable_type = Constant if collection == CONSTANTS else nnx.Param
   for name, value in weights.items():
     built = getattr(layer, name).shape
@@ -316,6 +329,10 @@ def _layer_to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
   variables: dict[str, dict[str, jax.Array]] = {}
   for name in conversion.weights(module):
     variable = getattr(layer, name)
+    if isinstance(variable, nnx.Module):  # an inner layer (Bidirectional)
+      for collection, tree in to_linen(variable)[1].items():
+        variables.setdefault(collection, {})[name] = tree
+      continue
     if isinstance(variable, Constant):
       collection = CONSTANTS
     elif isinstance(variable, nnx.Param):

@@ -15,6 +15,8 @@ from flax_dense._src.convert import from_linen
 from flax_dense._src.keras import h5
 from flax_dense._src.keras.imports import convert_layer
 from flax_dense._src.keras.read import KerasModel, entry_name, read
+from flax_dense._src.linen import recurrent as linen_recurrent
+from flax_dense._src.linen.embedding import Embedding
 from flax_dense._src.models.graph import (
   MERGES,
   OPERATIONS,
@@ -40,30 +42,58 @@ def _tensors(value: Any) -> list[tuple[str, int, int]]:
   return []
 
 
-def _inbound(node: Any) -> list[tuple[str, int, int]]:
-  """A node's input references, Keras 2 (lists) or Keras 3 (args) spelling.
+#: The keyword arguments of a Keras call that may hold tensors, by layer
+#: class: the recurrent layers' ``initial_state``.
+_KEYWORD_TENSORS = ('initial_state',)
+#: The layers whose extra Keras 2 inputs (after the first) are the
+#: ``initial_state``: tf.keras records ``lstm(x, initial_state=[h, c])`` as
+#: the inputs ``[x, h, c]``.
+_STATEFUL = (
+  'SimpleRNN',
+  'LSTM',
+  'GRU',
+  'Bidirectional',
+  'CuDNNLSTM',
+  'CuDNNGRU',
+)
+
+Reference = tuple[str, int, int]
+
+
+def _inbound(
+  node: Any,
+) -> tuple[list[Reference], tuple[tuple[str, int], ...]]:
+  """A node's input references, Keras 2 (lists) or Keras 3 (args) spelling,
+  and the keywords among them.
 
   Keras 3 writes ``{'args': [...], 'kwargs': {...}}`` with tensors as
   ``{'class_name': '__keras_tensor__', 'config': {'keras_history': [layer,
   node, tensor]}}``; its ``mask`` keyword is Keras's own mask, which the
-  graph recomputes. Keras 2 writes ``[[layer, node, tensor, kwargs],
-  ...]``.
+  graph recomputes; tensors of ``initial_state`` follow the positional
+  ones, and the keywords say how many (as :class:`Node` keeps them).
+  Keras 2 writes ``[[layer, node, tensor, kwargs], ...]``.
   """
   if isinstance(node, dict):
     kwargs = node.get('kwargs', {})
     if not isinstance(kwargs, dict):
       raise ValueError(f'has kwargs {kwargs!r:.60}, not an object')
-    kwargs = {k: v for k, v in kwargs.items() if k != 'mask'}
     refs = _tensors(node.get('args', []))
-    if _tensors(kwargs):
-      raise ValueError('takes tensors as keyword arguments')
-    return refs
+    keywords = []
+    for key, value in kwargs.items():
+      given = _tensors(value)
+      if key == 'mask' or not given:
+        continue
+      if key not in _KEYWORD_TENSORS:
+        raise ValueError(f'takes tensors as the keyword argument {key!r}')
+      refs += given
+      keywords.append((key, len(given)))
+    return refs, tuple(keywords)
   if not isinstance(node, list | tuple) or not all(map(h5.is_reference, node)):
     raise ValueError(
       f'has an inbound node {node!r:.60}, not a list of [layer, node,'
       ' tensor] references'
     )
-  return [(ref[0], ref[1], ref[2]) for ref in node]
+  return [(ref[0], ref[1], ref[2]) for ref in node], ()
 
 
 def _endpoints(value: Any) -> tuple[list[tuple[str, int, int]], bool]:
@@ -189,10 +219,21 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
         _check_weights_used(model, {*model.layers} - {layer_name})
     return steps_of[layer_name]
 
-  def shapes_after(layer_name: str, indices, given: list[Any]) -> Any:
+  def shapes_after(
+    layer_name: str, indices, given: list[Any], keywords=()
+  ) -> Any:
     """The abstract outputs of the steps, or ``None`` when unknown."""
     if any(x is None for x in given):
       return None
+    # Ids for an Embedding, whatever dtype the input layer declared.
+    given = [
+      jax.ShapeDtypeStruct(x.shape, jnp.int32)
+      if position == 0
+      and indices
+      and isinstance(modules[indices[0]], Embedding)
+      else x
+      for position, x in enumerate(given)
+    ]
 
     def call(index, module, inputs, kwargs):
       if getattr(module, 'deterministic', False) is None:
@@ -206,6 +247,10 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
       return module.apply(own, *inputs, **kwargs)
 
     def run(*inputs):
+      named = {}
+      for keyword, count in reversed(keywords):
+        named[keyword] = list(inputs[len(inputs) - count :])
+        inputs = inputs[: len(inputs) - count]
       outputs, _ = apply_steps(
         modules,
         None,
@@ -213,6 +258,7 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
         inputs[0] if len(inputs) == 1 else list(inputs),
         None,
         call,
+        named,
       )
       return outputs
 
@@ -248,12 +294,20 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
   try:
     inputs, _ = _endpoints(config['input_layers'])
     outputs, single = _endpoints(config['output_layers'])
-    pending = [
-      (entry['name'], index, _inbound(node))
-      for entry in config['layers']
-      for index, node in enumerate(entry.get('inbound_nodes', []))
-      if entry.get('class_name') != 'InputLayer'
-    ]
+    pending, keywords_of = [], {}
+    for entry in config['layers']:
+      if entry.get('class_name') == 'InputLayer':
+        continue
+      for index, node in enumerate(entry.get('inbound_nodes', [])):
+        refs, keywords = _inbound(node)
+        if (
+          not keywords
+          and len(refs) > 1
+          and entry.get('class_name') in _STATEFUL
+        ):
+          keywords = (('initial_state', len(refs) - 1),)
+        keywords_of[(entry['name'], index)] = keywords
+        pending.append((entry['name'], index, refs))
   except (KeyError, TypeError, ValueError, IndexError) as error:
     raise ValueError(
       f'from_keras: the functional config of {model.source} is not one'
@@ -330,15 +384,23 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
           else [None]
         )
       else:
-        indices = steps(name, given)
-        nodes.append(Node(node_inputs, made, indices))
-        out = shapes_after(name, indices, given)
-        made_shapes = (
-          ([out] if not isinstance(out, list | tuple) else list(out))
-          if out is not None
-          else [None] * _check_made(layer, made, _MAX_OUTPUTS)
+        keywords = keywords_of[(name, node_index)]
+        taken = sum(count for _, count in keywords)
+        positional = given[: len(given) - taken]
+        indices = steps(name, positional)
+        out = shapes_after(name, indices, given, keywords)
+        # Every output the layer makes, the model's or not (a decoder's
+        # states), so that the graph numbers them as the layer returns them.
+        made_shapes = []
+        makes = _outputs_of(modules[indices[-1]]) if indices else None
+        if out is not None:
+          made_shapes = list(out) if isinstance(out, list | tuple) else [out]
+          makes = len(made_shapes)
+        made = _check_made(
+          layer, made, _MAX_OUTPUTS if makes is None else makes
         )
-        _check_made(layer, made, len(made_shapes))
+        made = made if makes is None else makes
+        nodes.append(Node(node_inputs, made, indices, keywords=keywords))
       shapes += (made_shapes + [None] * made)[:made]
       for tensor in range(made):
         tensor_of[(name, node_index, tensor)] = count + tensor
@@ -374,6 +436,18 @@ def _build(model: KerasModel) -> tuple[nn.Module, dict[str, Any]]:
       single,
     )
   return module, variables
+
+
+def _outputs_of(module: nn.Module) -> int | None:
+  """How many outputs a recurrent layer returns, else ``None``."""
+  if isinstance(module, linen_recurrent.Bidirectional):
+    count = _outputs_of(module.layer) or 1
+    merged = 1 if module.merge_mode is not None else 2
+    return merged + 2 * (count - 1)
+  if isinstance(module, linen_recurrent.RECURRENT_LAYERS):
+    states = 2 if isinstance(module, linen_recurrent.LSTM) else 1
+    return 1 + states if module.return_state else 1
+  return None
 
 
 #: The most outputs a layer is taken to make when its inputs' shapes are

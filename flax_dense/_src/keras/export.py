@@ -145,14 +145,18 @@ def _functional(
   tensors = list(inputs)
   for index, node in enumerate(module.nodes):
     value = [tensors[i] for i in node.inputs]
+    keywords = {}
+    for keyword, count in reversed(node.keywords):  # initial_state=[h, c]
+      keywords[keyword] = value[len(value) - count :]
+      value = value[: len(value) - count]
     value = value if len(value) > 1 else value[0]
     if dict(node.options).get('operation'):
       value = getattr(keras.ops, node.merge.lower())(*value)
     elif node.merge:
       merge = getattr(keras.layers, node.merge)
       value = merge(**dict(node.options), name=f'merge_{index}')(value)
-    for step in node.steps:
-      value = made[step][0](value)
+    for position, step in enumerate(node.steps):
+      value = made[step][0](value, **(keywords if position == 0 else {}))
     tensors.extend(value if isinstance(value, list | tuple) else [value])
   outputs = [tensors[i] for i in module.outputs]
   model = keras.Model(

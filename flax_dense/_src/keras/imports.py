@@ -9,6 +9,9 @@ import flax.linen as nn
 import numpy as np
 
 from flax_dense._src import registry
+from flax_dense._src.linen import recurrent as linen_recurrent
+from flax_dense._src.linen.core import Activation
+from flax_dense._src.linen.embedding import Embedding
 from flax_dense._src.models.graph import MERGES
 from flax_dense._src.registry.regularizers import activity_regularization
 from flax_dense._src.registry.spec import KerasImport, KerasLayer, Step
@@ -20,25 +23,56 @@ def _no_step(layer: KerasLayer) -> list[Step]:
   return []
 
 
+#: The layers ``TimeDistributed`` may wrap: those that take every leading
+#: axis as a batch axis, so that ``(batch, T, ...)`` runs them per step.
+_PER_STEP = (
+  nn.Dense,
+  Activation,
+  Embedding,
+  linen_recurrent.SimpleRNN,
+  linen_recurrent.LSTM,
+  linen_recurrent.GRU,
+  linen_recurrent.Bidirectional,
+)
+
+
 def _time_distributed(layer: KerasLayer) -> list[Step]:
-  """``TimeDistributed(Dense)``: a Dense acts on the last axis anyway."""
+  """``TimeDistributed(inner)``: ``inner``'s own steps, which take every
+  leading axis as a batch axis (a Dense acts on the last axis anyway, a
+  recurrent layer on the last two); the mask passes on unchanged, as
+  Keras's wrapper passes it."""
   inner = layer.config.get('layer')
-  if not isinstance(inner, dict) or inner.get('class_name') != 'Dense':
-    class_name = inner.get('class_name') if isinstance(inner, dict) else inner
+  class_name = inner.get('class_name') if isinstance(inner, dict) else None
+  found = registry.KERAS_IMPORTS.get(class_name or '')
+  covered = ', '.join(sorted(t.__name__ for t in _PER_STEP))
+  if found is None or not isinstance(inner, dict):
     raise layer.error(
-      f'wraps {class_name!r}; flax_dense imports TimeDistributed(Dense).'
+      f'wraps {class_name or inner!r}; flax_dense imports TimeDistributed'
+      f' of the Keras layers that become {covered}.'
     )
   wrapped = dataclasses.replace(
-    layer, class_name='Dense', config=inner.get('config', {})
+    layer,
+    class_name=class_name,
+    config=inner.get('config', {}),
+    input_shape=None,
   )
-  steps = registry.KERAS_IMPORTS['Dense'].convert(wrapped)
+  steps = found.convert(wrapped)
+  for step in steps:
+    if not isinstance(step.module, _PER_STEP):
+      raise layer.error(
+        f'wraps a {class_name}, which becomes a'
+        f' {type(step.module).__name__}; flax_dense imports TimeDistributed'
+        f' of the Keras layers that become {covered}.'
+      )
   # Named after the wrapper, which holds the weights in Keras.
   return [
     dataclasses.replace(
-      step, name=step.name.replace(wrapped.name, layer.name, 1)
+      step,
+      name=step.name.replace(wrapped.name, layer.name, 1)
+      if step.name.startswith(wrapped.name)
+      else step.name,
+      mask_flow='propagate',
     )
-    if step.name.startswith(wrapped.name)
-    else step
     for step in steps
   ]
 
@@ -53,7 +87,8 @@ GRAPH_IMPORTS: dict[str, KerasImport] = {
   },
   'TimeDistributed': KerasImport(
     _time_distributed,
-    '``TimeDistributed(Dense)``: ``flax.linen.Dense``, then its activation',
+    'what the layer it wraps becomes, run on every step: ``Dense``,'
+    ' ``Activation``, ``Embedding`` and the recurrent layers',
     makes=(nn.Dense,),
   ),
 }

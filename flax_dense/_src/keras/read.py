@@ -64,13 +64,20 @@ def _from_h5(path: str) -> KerasModel:
       ' Sequential or functional model.'
     )
   layers, trainable, operations = {}, {}, {}
+  # Keras 3 also writes .h5 files, in its own config spelling and rules.
+  keras3 = version.startswith('3')
   for entry in _layer_entries(model_config):
     name = entry_name(entry)
     if entry.get('class_name') in _MODEL_CLASSES:
       raise _nested_model_error(source, entry)
     config = entry['config']  # read_model checked the entries' types
     layers[name] = KerasLayer(
-      entry['class_name'], name, config, weights.get(name, []), source
+      entry['class_name'],
+      name,
+      config,
+      weights.get(name, []),
+      source,
+      keras3=keras3,
     )
     if str(entry.get('module')).startswith(('keras.src.ops.', 'keras.ops.')):
       operations[name] = _operation_path(entry)
@@ -86,8 +93,7 @@ def _from_h5(path: str) -> KerasModel:
     layers,
     trainable,
     source,
-    # Keras 3 also writes .h5 files, in its own config spelling and rules.
-    keras3=version.startswith('3'),
+    keras3=keras3,
     operations=operations,
   )
 

@@ -387,8 +387,11 @@ def apply_graph(
       )
       made = [value] if node.outputs == 1 else list(value)
       # A layer of several outputs (a recurrent one's outputs and states)
-      # masks its first only, as Keras does.
-      made_masks = [mask] + [None] * (node.outputs - 1)
+      # masks its first only, as Keras does; Bidirectional without a merge
+      # masks both of its sequences.
+      unmerged = getattr(layers[node.steps[-1]], 'merge_mode', '') is None
+      first = [mask, mask] if unmerged and node.outputs > 1 else [mask]
+      made_masks = (first + [None] * node.outputs)[: node.outputs]
     if len(made) != node.outputs:
       raise ValueError(
         f'KerasFunctional: a node of layers {node.steps} gave {len(made)}'

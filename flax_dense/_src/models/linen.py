@@ -90,7 +90,9 @@ class KerasSequential(nn.Module):
 
     def call(index, layer, inputs, kwargs):
       if self.names is not None:
-        layer = layer.clone(parent=self, name=self.names[index])
+        layer = layer.clone(
+          parent=self, name=self.names[index], _deep_clone=True
+        )
       if getattr(layer, 'deterministic', False) is None:
         kwargs['deterministic'] = deterministic
       return layer(inputs, **kwargs)
@@ -181,7 +183,7 @@ class KerasFunctional(nn.Module):
       deterministic, 'KerasFunctional', 'deterministic'
     )
     bound = [
-      layer.clone(parent=self, name=name)
+      layer.clone(parent=self, name=name, _deep_clone=True)
       for layer, name in zip(self.layers, self.names, strict=True)
     ]
 

@@ -25,7 +25,10 @@ def check_ids(
       ' them with .astype(jnp.int32).'
     )
   if not isinstance(ids, jax.core.Tracer) and ids.size:
-    low, high = int(np.min(ids)), int(np.max(ids))
+    # On the host: inside a traced function a jnp reduction of a closed-over
+    # array would be traced too.
+    values = np.asarray(ids)
+    low, high = int(values.min()), int(values.max())
     if low < 0 or high >= input_dim:
       bad = low if low < 0 else high
       raise ValueError(

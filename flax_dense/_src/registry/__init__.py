@@ -19,6 +19,7 @@ from flax_dense._src.registry import (
   locally_connected,
   masking,
   product,
+  recurrent,
   regularizers,
 )
 from flax_dense._src.registry.spec import KerasImport, LayerSpec
@@ -32,6 +33,7 @@ FAMILIES = (
   locally_connected,
   masking,
   product,
+  recurrent,
   regularizers,
 )
 

@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flax_dense._src.ops.activations import KERAS_ACTIVATIONS
@@ -43,6 +44,8 @@ class KerasLayer:
       ``"file 'm.h5'"``).
     keras_type: the class of a live layer, ``None`` for a file.
     input_shape: the per-example shape of its one input, where known.
+    keras3: false for a Keras 2 / tf.keras ``.h5`` file, whose names can
+      mean other functions (``hard_sigmoid``).
   """
 
   class_name: str
@@ -52,6 +55,7 @@ class KerasLayer:
   source: str
   keras_type: type | None = None
   input_shape: tuple[int, ...] | None = None
+  keras3: bool = True
 
   def describe(self) -> str:
     return f"{self.class_name} layer '{self.name}' of {self.source}"
@@ -240,10 +244,22 @@ def in_features(name: str, layout: str) -> Callable[[Any, Weights], dict]:
   return sizes
 
 
-def activation_name(layer: KerasLayer, activation: Any) -> str:
-  """Our name of a Keras activation, checked against the ones we know."""
+def keras2_hard_sigmoid(x: jax.Array) -> jax.Array:
+  """Keras 2's ``hard_sigmoid``: ``clip(0.2 x + 0.5, 0, 1)`` (Keras 3's is
+  ``relu6(x + 3) / 6``)."""
+  return jnp.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def activation_name(layer: KerasLayer, activation: Any) -> Any:
+  """Our name of a Keras activation, checked against the ones we know.
+
+  A Keras 2 file's ``'hard_sigmoid'`` is :func:`keras2_hard_sigmoid`, a
+  function, since Keras 3 changed what the name computes.
+  """
   if activation is None:
     return 'linear'
+  if not layer.keras3 and activation == 'hard_sigmoid':
+    return keras2_hard_sigmoid
   if isinstance(activation, str) and activation.lower() in KERAS_ACTIVATIONS:
     return activation.lower()
   raise layer.error(
