@@ -7,9 +7,10 @@ over the whole batch). The input projection stays inside the loop on
 purpose: hoisted into one ``(T*B, D) @ (D, G*U)`` matmul, it writes and
 reads back a ``(T, B, G*U)`` array, and an LSTM of B=64, T=100, D=64,
 U=128 measured 1.7 times slower (forward) and 1.25 times slower (gradient)
-on CPU than with this loop, whose operands stay in cache
-(``benchmarks/recurrent.py``). The weights have Keras's names, shapes and
-gate order (LSTM i, f, c, o; GRU z, r, h), so Keras weights port directly.
+on CPU than with this loop, whose operands stay in cache (see
+``docs/performance.md``, Recurrent layers). The weights have Keras's names,
+shapes and gate order (LSTM i, f, c, o; GRU z, r, h), so Keras weights port
+directly.
 """
 
 import functools
