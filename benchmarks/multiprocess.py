@@ -73,6 +73,9 @@ def launch(size, processes, devices, steps, launches):
       + [f'--train-samples={batch * 4}', f'--test-samples={batch}']
       + [f'--steps={steps}', '--quiet']
       + [f'--processes={processes}', f'--devices-per-process={devices}']
+      # A launch that hangs (a collective waiting on a starved peer) fails
+      # within minutes, not the example's default quarter of an hour.
+      + ['--timeout=240']
     )
     wall = time.perf_counter() - start
     launches.append(results)

@@ -52,7 +52,13 @@ from flax_dense._src.models import nnx as nnx_models
 from flax_dense._src.models.graph import check_sequential
 from flax_dense._src.nnx.dropout import _stream
 from flax_dense._src.registry.spec import PARAMS, LayerSpec, Weights
-from flax_dense._src.variables import CONSTANTS, LOSSES, Constant, frozen
+from flax_dense._src.variables import (
+  CONSTANTS,
+  LOSSES,
+  Constant,
+  frozen,
+  unfrozen,
+)
 
 # ---------------------------------------------------------------------------
 # The container of imported Keras models.
@@ -176,11 +182,14 @@ def _layer_from_linen(
   )
   weights, collection = _layer_weights(module, conversion, variables)
   arguments = {field: getattr(module, field) for field in conversion.fields}
-  if any(isinstance(value, Mapping) for value in weights.values()):
-    # Inner layers (Bidirectional's), which the spec converts: their
-    # variables by collection.
-    inner: Any = {name: {collection: tree} for name, tree in weights.items()}
-    arguments.update(conversion.nnx_arguments(module, inner))
+  if conversion.inner is not None:
+    # A layer of layers (Bidirectional): each inner layer converted with its
+    # own weights.
+    twins = {
+      name: from_linen(inner, {collection: weights[name]}, rngs=rngs)
+      for name, inner in conversion.inner(module).items()
+    }
+    arguments.update(conversion.nnx_arguments(module, twins))
     return conversion.nnx(**arguments)
   arguments.update(conversion.nnx_arguments(module, weights))
   if conversion.takes_rngs:
@@ -324,15 +333,24 @@ def _layer_to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
   )
   linen_type = conversion.linen
   arguments = {field: getattr(layer, field) for field in conversion.fields}
-  arguments.update(conversion.linen_arguments(layer))
-  module = linen_type(**arguments)
   variables: dict[str, dict[str, jax.Array]] = {}
-  for name in conversion.weights(module):
-    variable = getattr(layer, name)
-    if isinstance(variable, nnx.Module):  # an inner layer (Bidirectional)
-      for collection, tree in to_linen(variable)[1].items():
+  if conversion.inner is not None:
+    # A layer of layers (Bidirectional): each inner layer converted back;
+    # its weights are kept under the inner layer's name.
+    inner = {}
+    for name in conversion.weights(layer):
+      inner_module, inner_variables = to_linen(getattr(layer, name))
+      inner[name] = unfrozen(inner_module)
+      for collection, tree in inner_variables.items():
         variables.setdefault(collection, {})[name] = tree
-      continue
+    arguments.update(conversion.linen_arguments(layer, inner))
+  else:
+    arguments.update(conversion.linen_arguments(layer))
+  module = linen_type(**arguments)
+  for name in (
+    () if conversion.inner is not None else conversion.weights(module)
+  ):
+    variable = getattr(layer, name)
     if isinstance(variable, Constant):
       collection = CONSTANTS
     elif isinstance(variable, nnx.Param):

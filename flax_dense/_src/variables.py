@@ -130,3 +130,17 @@ def frozen_base(module_type: type) -> type | None:
   ):
     return base
   return None
+
+
+def unfrozen(module: nn.Module) -> nn.Module:
+  """The layer a :func:`frozen` wrapper holds, else ``module`` itself."""
+  base = frozen_base(type(module))
+  if base is None:
+    return module
+  return base(
+    **{
+      field.name: getattr(module, field.name)
+      for field in dataclasses.fields(base)
+      if field.init and field.name not in ('parent', 'name')
+    }
+  )

@@ -16,21 +16,7 @@ from flax_dense._src.convert import to_linen
 from flax_dense._src.keras.host import import_keras
 from flax_dense._src.models.linen import KerasFunctional, KerasSequential
 from flax_dense._src.registry.spec import ExportedLayer
-from flax_dense._src.variables import CONSTANTS, frozen_base
-
-
-def _unfrozen(module: nn.Module) -> nn.Module:
-  """The layer a frozen wrapper (``variables.frozen``) holds, else itself."""
-  base = frozen_base(type(module))
-  if base is None:
-    return module
-  return base(
-    **{
-      name: getattr(module, name)
-      for name in base.__dataclass_fields__
-      if name not in ('parent', 'name') and base.__dataclass_fields__[name].init
-    }
-  )
+from flax_dense._src.variables import CONSTANTS, unfrozen
 
 
 def _check_mask_flows(steps: Sequence[ExportedLayer]) -> None:
@@ -80,7 +66,7 @@ def _steps(
     name = module.name or _snake_case(type(module).__name__)
     return [
       ExportedLayer(
-        name, _unfrozen(module), None, {**params, **constants}, not constants
+        name, unfrozen(module), None, {**params, **constants}, not constants
       )
     ]
   steps = []
@@ -89,9 +75,7 @@ def _steps(
     flow = module.mask_flow[index] if module.mask_flow else None
     weights = {**params.get(name, {}), **constants.get(name, {})}
     steps.append(
-      ExportedLayer(
-        name, _unfrozen(layer), flow, weights, name not in constants
-      )
+      ExportedLayer(name, unfrozen(layer), flow, weights, name not in constants)
     )
   return steps
 
@@ -131,7 +115,7 @@ def _functional(
   steps = [
     ExportedLayer(
       layer_name,
-      _unfrozen(layer),
+      unfrozen(layer),
       flow,
       {**params.get(layer_name, {}), **constants.get(layer_name, {})},
       layer_name not in constants,

@@ -9,9 +9,6 @@ import flax.linen as nn
 import numpy as np
 
 from flax_dense._src import registry
-from flax_dense._src.linen import recurrent as linen_recurrent
-from flax_dense._src.linen.core import Activation
-from flax_dense._src.linen.embedding import Embedding
 from flax_dense._src.models.graph import MERGES
 from flax_dense._src.registry.regularizers import activity_regularization
 from flax_dense._src.registry.spec import KerasImport, KerasLayer, Step
@@ -23,17 +20,17 @@ def _no_step(layer: KerasLayer) -> list[Step]:
   return []
 
 
-#: The layers ``TimeDistributed`` may wrap: those that take every leading
-#: axis as a batch axis, so that ``(batch, T, ...)`` runs them per step.
-_PER_STEP = (
-  nn.Dense,
-  Activation,
-  Embedding,
-  linen_recurrent.SimpleRNN,
-  linen_recurrent.LSTM,
-  linen_recurrent.GRU,
-  linen_recurrent.Bidirectional,
-)
+def _per_step(module: Any) -> bool:
+  """Whether ``module`` takes every leading axis as a batch axis (its spec
+  says so), so that ``(batch, T, ...)`` runs it on every step."""
+  found = registry.linen_spec(type(module))
+  return found is not None and found.per_step
+
+
+def _per_step_names() -> str:
+  return ', '.join(
+    sorted(spec.linen.__name__ for spec in registry.SPECS if spec.per_step)
+  )
 
 
 def _time_distributed(layer: KerasLayer) -> list[Step]:
@@ -44,7 +41,7 @@ def _time_distributed(layer: KerasLayer) -> list[Step]:
   inner = layer.config.get('layer')
   class_name = inner.get('class_name') if isinstance(inner, dict) else None
   found = registry.KERAS_IMPORTS.get(class_name or '')
-  covered = ', '.join(sorted(t.__name__ for t in _PER_STEP))
+  covered = _per_step_names()
   if found is None or not isinstance(inner, dict):
     raise layer.error(
       f'wraps {class_name or inner!r}; flax_dense imports TimeDistributed'
@@ -58,7 +55,7 @@ def _time_distributed(layer: KerasLayer) -> list[Step]:
   )
   steps = found.convert(wrapped)
   for step in steps:
-    if not isinstance(step.module, _PER_STEP):
+    if not _per_step(step.module):
       raise layer.error(
         f'wraps a {class_name}, which becomes a'
         f' {type(step.module).__name__}; flax_dense imports TimeDistributed'
@@ -87,8 +84,9 @@ GRAPH_IMPORTS: dict[str, KerasImport] = {
   },
   'TimeDistributed': KerasImport(
     _time_distributed,
-    'what the layer it wraps becomes, run on every step: ``Dense``,'
-    ' ``Activation``, ``Embedding`` and the recurrent layers',
+    'what the layer it wraps becomes, run on every step: the layers that'
+    ' take every leading axis as a batch axis (dense, activations,'
+    ' embeddings, the recurrent layers)',
     makes=(nn.Dense,),
   ),
 }

@@ -14,7 +14,7 @@ directly.
 """
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -23,6 +23,7 @@ from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, PrecisionLike
 
 from flax_dense._src import validate
+from flax_dense._src.ops.activations import ActivationFunction
 from flax_dense._src.ops.batching import vmap_batch_axes
 from flax_dense._src.ops.dropout import dropout as _dropout
 
@@ -33,7 +34,6 @@ STATES = {'simple_rnn': 1, 'lstm': 2, 'gru': 1}
 #: The layer of each kind, named in messages.
 LAYERS = {'simple_rnn': 'SimpleRNN', 'lstm': 'LSTM', 'gru': 'GRU'}
 
-Activation = Callable[[jax.Array], jax.Array]
 
 #: Keras's default kernel initializer (fans D and G*U).
 glorot_uniform = jax.nn.initializers.glorot_uniform()
@@ -121,8 +121,8 @@ def _cell(
   recurrent_kernel: jax.Array,
   recurrent_bias: jax.Array | None,
   recurrent_keep: jax.Array | None,
-  activation: Activation,
-  recurrent_activation: Activation,
+  activation: ActivationFunction,
+  recurrent_activation: ActivationFunction,
   reset_after: bool,
   precision: PrecisionLike,
 ):
@@ -189,8 +189,8 @@ def recurrent(
   initial_state: Sequence[jax.Array] | None = None,
   *,
   kind: str = 'lstm',
-  activation: Activation = jnp.tanh,
-  recurrent_activation: Activation = jax.nn.sigmoid,
+  activation: ActivationFunction = jnp.tanh,
+  recurrent_activation: ActivationFunction = jax.nn.sigmoid,
   reset_after: bool = True,
   go_backwards: bool = False,
   zero_output_for_mask: bool = False,
@@ -367,8 +367,8 @@ def recurrent_layer(
   dropout_key: jax.Array | None,
   *,
   kind: str,
-  activation: Activation,
-  recurrent_activation: Activation,
+  activation: ActivationFunction,
+  recurrent_activation: ActivationFunction,
   reset_after: bool,
   go_backwards: bool,
   zero_output_for_mask: bool,

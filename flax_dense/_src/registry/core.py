@@ -22,6 +22,7 @@ SPECS = (
     linen.Activation,
     nnx.Activation,
     ('activation', 'activation_kwargs'),
+    per_step=True,
     mask_flow='propagate',
     keras_import={
       'Activation': spec.weightless_import(

@@ -183,6 +183,7 @@ SPECS = (
     nn.Dense,
     nnx.Linear,
     DENSE_FIELDS,
+    per_step=True,
     mask_flow='propagate',
     weights=spec.kernel_and_bias,
     nnx_arguments=_dense_to_nnx,

@@ -1,12 +1,11 @@
 """The specs of ``Embedding``, ``SimpleRNN``, ``LSTM``, ``GRU`` and
 ``Bidirectional``, with Keras 2's ``CuDNNLSTM`` and ``CuDNNGRU``."""
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 
-from flax_dense._src import checks
+from flax_dense._src import validate
 from flax_dense._src.linen import embedding as linen_embedding
 from flax_dense._src.linen import recurrent as linen
 from flax_dense._src.nnx import embedding as nnx_embedding
@@ -20,7 +19,6 @@ from flax_dense._src.registry.spec import (
   LayerSpec,
   Step,
 )
-from flax_dense._src.variables import frozen_base
 
 # ---------------------------------------------------------------------------
 # Embedding.
@@ -52,7 +50,7 @@ def _import_embedding(layer: KerasLayer) -> list[Step]:
       f' ({input_dim}, {output_dim}) for input_dim={input_dim!r} and'
       f' output_dim={output_dim!r}.'
     )
-  mask_zero = checks.check_bool(
+  mask_zero = validate.check_bool(
     config.get('mask_zero', False), layer.describe(), 'mask_zero'
   )
   if config.get('sparse'):
@@ -128,7 +126,7 @@ def _recurrent_to_linen(layer: Any) -> dict:
 
 
 def _keras_flag(layer: KerasLayer, config: dict, name: str, default: bool):
-  return checks.check_bool(config.get(name, default), layer.describe(), name)
+  return validate.check_bool(config.get(name, default), layer.describe(), name)
 
 
 def _checked_weights(
@@ -189,7 +187,7 @@ def _recurrent_module(
   layer: KerasLayer, class_name: str, config: dict, weights: list
 ) -> tuple[Any, dict[str, np.ndarray]]:
   """The linen module and params of one Keras recurrent layer's config."""
-  units = checks.check_positive_int(
+  units = validate.check_positive_int(
     config.get('units'), f'from_keras: {layer.describe()}', 'units'
   )
   for name in ('stateful', 'time_major'):
@@ -325,6 +323,7 @@ def _recurrent_spec(module_type: type, nnx_type: type) -> LayerSpec:
     nnx_arguments=_recurrent_to_nnx,
     linen_arguments=_recurrent_to_linen,
     takes_rngs=True,
+    per_step=True,
     keras_import=imports,
     keras_export=_export_recurrent,
   )
@@ -351,37 +350,28 @@ def _inner_layers(module: Any) -> tuple[Any, Any]:
   return forward, backward
 
 
-def _bidirectional_to_nnx(module: Any, weights: spec.Weights) -> dict:
-  """The NNX layers of the two directions, converted with their weights
-  (``weights`` holds each direction's variables by collection)."""
-  from flax_dense._src.convert import from_linen  # noqa: PLC0415 (a cycle)
-
+def _inner(module: Any) -> dict[str, Any]:
   forward, backward = _inner_layers(module)
+  return {'forward_layer': forward, 'backward_layer': backward}
+
+
+def _bidirectional_to_nnx(module: Any, twins: dict[str, Any]) -> dict:
+  """The NNX arguments of the two directions' twins (converted, with their
+  weights, by ``fd.nnx.from_linen``)."""
+  del module
   return {
-    'layer': from_linen(forward, weights['forward_layer']),
-    'backward_layer': from_linen(backward, weights['backward_layer']),
+    'layer': twins['forward_layer'],
+    'backward_layer': twins['backward_layer'],
   }
 
 
-def _unwrapped(module: Any) -> Any:
-  base = frozen_base(type(module))
-  if base is None:
-    return module
-  return base(
-    **{
-      field.name: getattr(module, field.name)
-      for field in dataclasses.fields(base)
-      if field.init and field.name not in ('parent', 'name')
-    }
-  )
-
-
-def _bidirectional_to_linen(layer: Any) -> dict:
-  from flax_dense._src.convert import to_linen  # noqa: PLC0415 (a cycle)
-
+def _bidirectional_to_linen(layer: Any, inner: dict[str, Any]) -> dict:
+  """The linen fields of the two directions (converted by
+  ``fd.nnx.to_linen``)."""
+  del layer
   return {
-    'layer': _unwrapped(to_linen(layer.forward_layer)[0]),
-    'backward_layer': _unwrapped(to_linen(layer.backward_layer)[0]),
+    'layer': inner['forward_layer'],
+    'backward_layer': inner['backward_layer'],
   }
 
 
@@ -484,6 +474,7 @@ SPECS = (
     nnx_embedding.Embedding,
     ('mask_zero', 'dtype', 'param_dtype'),
     mask_flow=_embedding_flow,
+    per_step=True,
     weights=lambda module: ('embeddings',),
     nnx_arguments=_embedding_sizes,
     linen_arguments=_embedding_fields,
@@ -502,9 +493,11 @@ SPECS = (
     nnx.Bidirectional,
     ('merge_mode',),
     mask_flow=_bidirectional_flow,
+    per_step=True,
     weights=_bidirectional_weights,
     nnx_arguments=_bidirectional_to_nnx,
     linen_arguments=_bidirectional_to_linen,
+    inner=_inner,
     keras_import={
       'Bidirectional': KerasImport(
         _import_bidirectional,

@@ -178,6 +178,13 @@ class LayerSpec:
     linen_arguments: ``linen_arguments(nnx_module)``, the other linen
       fields.
     takes_rngs: whether the NNX twin keeps ``rngs`` (dropout's stream).
+    per_step: whether the layer takes every leading axis as a batch axis,
+      so that Keras's ``TimeDistributed`` of it imports as the layer itself.
+    inner: for a layer of layers (``Bidirectional``), ``inner(linen_module)``
+      gives its inner linen layers by weight name; NNX conversion converts
+      each with its weights and hands the twins (or, back, the linen
+      layers) to ``nnx_arguments`` / ``linen_arguments`` as their
+      ``weights``.
     keras_import: the Keras class names it is imported from, each with its
       :class:`KerasImport`.
     keras_export: its native Keras layer, or ``None``.
@@ -192,9 +199,11 @@ class LayerSpec:
   mask_flow: str | Callable[[Any], str] = 'drop'
   weights: Callable[[Any], tuple[str, ...]] = no_weights
   collection: Callable[[Any], str] = trained
-  nnx_arguments: Callable[[Any, Weights], dict[str, Any]] = no_arguments
-  linen_arguments: Callable[[Any], dict[str, Any]] = no_arguments
+  nnx_arguments: Callable[..., dict[str, Any]] = no_arguments
+  linen_arguments: Callable[..., dict[str, Any]] = no_arguments
   takes_rngs: bool = False
+  per_step: bool = False
+  inner: Callable[[Any], dict[str, Any]] | None = None
   keras_import: Mapping[str, KerasImport] = dataclasses.field(
     default_factory=dict
   )
