@@ -1089,6 +1089,70 @@ def _(return_probabilities):
   )
 
 
+@entry(
+  'functional.recurrent_shapes',
+  'recurrent_shapes',
+  {
+    'in_features': positive_int(3),
+    'units': positive_int(2),
+    'use_bias': BOOL,
+    'reset_after': BOOL,
+  },
+)
+def _(in_features, units, use_bias, reset_after):
+  shapes = fd.functional.recurrent_shapes(
+    'gru', in_features, units, use_bias, reset_after
+  )
+  assert shapes['kernel'] == (in_features, 3 * units)
+  return jnp.zeros(())
+
+
+@entry(
+  'functional.recurrent',
+  'recurrent',
+  {'go_backwards': BOOL, 'zero_output_for_mask': BOOL},
+  check=finite_with_shape(lambda a: (5, 2)),
+)
+def _(go_backwards, zero_output_for_mask):
+  shapes = fd.functional.recurrent_shapes('lstm', 3, 2)
+  weights = {name: jnp.full(shape, 0.1) for name, shape in shapes.items()}
+  outputs, _ = fd.functional.recurrent(
+    X[0],
+    weights['kernel'],
+    weights['recurrent_kernel'],
+    weights['bias'],
+    jnp.array([True, False, True, True, False]),
+    kind='lstm',
+    go_backwards=go_backwards,
+    zero_output_for_mask=zero_output_for_mask,
+  )
+  return outputs
+
+
+@entry(
+  'functional.embedding',
+  'embedding',
+  {
+    'ids': Kind(
+      [[[0, 1, 4], [2, 3, 0]], np.array([[1, 2, 3], [0, 0, 1]])],
+      lambda v: None,
+    )
+  },
+  check=finite_with_shape(lambda a: (*np.shape(a['ids']), 4)),
+)
+def _(ids):
+  return fd.functional.embedding(ids, jnp.ones((5, 4)))
+
+
+@entry(
+  'functional.embedding_mask',
+  'embedding_mask',
+  {'ids': Kind([[[0, 1], [2, 0]], np.array([[3, 0]])], lambda v: None)},
+)
+def _(ids):
+  return jnp.asarray(fd.functional.embedding_mask(ids), jnp.float32)
+
+
 def _windows(strides):
   """Windows of kernel_size 2 over 5 steps (4 for an invalid stride)."""
   return (5 - 2) // strides + 1 if is_int(strides) and strides >= 1 else 4

@@ -60,7 +60,8 @@ def save(
   :func:`restore` never sees a partial one. Saves and restores of one local
   directory take turns: each holds a lock (``fcntl.flock`` on the file
   ``.flax_dense.lock`` in ``path``) throughout, so two processes saving at
-  once write one version after the other.
+  once write one version after the other. (The processes of one multi-host
+  run, which save together in Orbax's barriers, take no lock.)
 
   Since only the newest version is kept, a save that would replace a model
   with another one is refused: the variables of ``tree`` (their paths,
@@ -144,9 +145,11 @@ def save(
   metadata: dict[str, Any] = {_ZERO_SIZE: _zero_size_arrays(tree)}
   if files.is_local(directory):
     os.makedirs(directory, exist_ok=True)
-  # One process of a multi-host run commits the save; it holds the lock.
+  # The lock serialises independent processes. The processes of one
+  # multi-host run save and restore together, in Orbax's own barriers: a
+  # lock held by one of them while another waits on it would deadlock them.
   with (
-    files.locked(directory, exclusive=True, hold=jax.process_index() == 0),
+    files.locked(directory, exclusive=True, hold=jax.process_count() == 1),
     files.orbax_path(directory) as where,
     _manager(where, create=True) as manager,
   ):
@@ -199,7 +202,7 @@ def latest_step(path: str | bytes | os.PathLike) -> int | None:
   if not epath.Path(directory).exists():
     return None
   with (
-    files.locked(directory, exclusive=False),
+    files.locked(directory, exclusive=False, hold=jax.process_count() == 1),
     files.orbax_path(directory) as where,
     _manager(where, create=False) as manager,
   ):
@@ -271,7 +274,7 @@ def restore(
       f'checkpoint.restore: no complete checkpoint in {directory}.'
     )
   with (
-    files.locked(directory, exclusive=False),
+    files.locked(directory, exclusive=False, hold=jax.process_count() == 1),
     files.orbax_path(directory) as where,
     _manager(where, create=False) as manager,
   ):

@@ -8,6 +8,22 @@ import numpy as np
 from flax_dense._src import validate
 
 
+def integer_ids(ids: jax.typing.ArrayLike, caller: str, name: str) -> jax.Array:
+  """``ids`` as an array, checked to hold integers.
+
+  Raises:
+    TypeError: for ids that are not an array of integers (floats and bools
+      are refused, not cast as Keras casts them).
+  """
+  ids = validate.as_array(ids, caller, name)
+  if not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise TypeError(
+      f'{caller}: {name} must be integer ids, got dtype {ids.dtype}; cast'
+      ' them with .astype(jnp.int32).'
+    )
+  return ids
+
+
 def check_ids(
   ids: jax.typing.ArrayLike, input_dim: int, caller: str
 ) -> jax.Array:
@@ -18,12 +34,7 @@ def check_ids(
       are refused, not cast as Keras casts them).
     ValueError: for concrete ids outside ``[0, input_dim)``.
   """
-  ids = validate.as_array(ids, caller, 'inputs')
-  if not jnp.issubdtype(ids.dtype, jnp.integer):
-    raise TypeError(
-      f'{caller}: inputs must be integer ids, got dtype {ids.dtype}; cast'
-      ' them with .astype(jnp.int32).'
-    )
+  ids = integer_ids(ids, caller, 'inputs')
   if not isinstance(ids, jax.core.Tracer) and ids.size:
     # On the host: inside a traced function a jnp reduction of a closed-over
     # array would be traced too.
@@ -51,7 +62,18 @@ def embedding(ids: jax.Array, embeddings: jax.Array) -> jax.Array:
 
   Returns:
     ``(*S, E)``.
+
+  Raises:
+    TypeError: for ids that are not integers.
+    ValueError: for ``embeddings`` that is not a matrix.
   """
+  ids = integer_ids(ids, 'embedding', 'ids')
+  embeddings = validate.as_array(embeddings, 'embedding', 'embeddings')
+  if embeddings.ndim != 2:
+    raise ValueError(
+      'embedding: embeddings must be (input_dim, output_dim), rank 2, got'
+      f' shape {embeddings.shape}.'
+    )
   return jnp.take(embeddings, ids, axis=0)
 
 
@@ -63,8 +85,11 @@ def embedding_mask(ids: jax.typing.ArrayLike) -> jax.Array:
 
   Returns:
     ``S`` boolean.
+
+  Raises:
+    TypeError: for ids that are not integers.
   """
-  return jnp.not_equal(jnp.asarray(ids), 0)
+  return jnp.not_equal(integer_ids(ids, 'embedding_mask', 'ids'), 0)
 
 
 def check_embedding_fields(

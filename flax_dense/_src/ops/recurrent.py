@@ -61,8 +61,12 @@ def recurrent_shapes(
     with G the gates of ``kind`` (1, 4 or 3).
 
   Raises:
-    TypeError: if ``use_bias`` or ``reset_after`` is not a bool.
+    TypeError: for an argument of the wrong type.
+    ValueError: for an unknown ``kind`` or a size below 1.
   """
+  validate.check_string(kind, 'recurrent_shapes', 'kind', tuple(GATES))
+  validate.check_positive_int(in_features, 'recurrent_shapes', 'in_features')
+  validate.check_positive_int(units, 'recurrent_shapes', 'units')
   validate.check_bool(use_bias, 'recurrent_shapes', 'use_bias')
   validate.check_bool(reset_after, 'recurrent_shapes', 'reset_after')
   gates = GATES[kind]
