@@ -4,6 +4,7 @@ Also the fixtures the test modules share (they never import each other;
 the table of layer cases is tests/cases.py).
 """
 
+import contextlib
 import os
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
@@ -76,3 +77,28 @@ def keras_model(keras_allowed):
     return model
 
   return build
+
+
+_COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+  lambda event, duration, **kwargs: (
+    _COMPILES.append(event)
+    if event == '/jax/core/compile/backend_compile_duration'
+    else None
+  )
+)
+
+
+@contextlib.contextmanager
+def _count_compiles():
+  start = len(_COMPILES)
+  counted: list[str] = []
+  yield counted
+  counted.extend(_COMPILES[start:])
+
+
+@pytest.fixture
+def count_compiles():
+  """A context manager yielding a list whose length, after the block, is
+  the number of backend compiles in it."""
+  return _count_compiles

@@ -1,32 +1,11 @@
 """Eager calls: a layer applied again with the same shapes compiles nothing."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import pytest
 from cases import CASES, Case, ids
 
 import flax_dense as fd
-
-_COMPILES = []
-jax.monitoring.register_event_duration_secs_listener(
-  lambda event, duration, **kwargs: (
-    _COMPILES.append(event)
-    if event == '/jax/core/compile/backend_compile_duration'
-    else None
-  )
-)
-
-
-@contextlib.contextmanager
-def count_compiles():
-  """Yields a list whose length, after the block, is the compiles in it."""
-  start = len(_COMPILES)
-  counted = []
-  yield counted
-  counted.extend(_COMPILES[start:])
-
 
 # Large enough for PerPositionDense's chunked CPU path (>= 1 MiB of input).
 CHUNKED = Case(
@@ -39,7 +18,7 @@ CHUNKED = Case(
 
 
 @pytest.mark.parametrize('case', [*CASES, CHUNKED], ids=ids([*CASES, CHUNKED]))
-def test_eager_calls_compile_at_most_once(case, api, build):
+def test_eager_calls_compile_at_most_once(case, api, build, count_compiles):
   inputs = case.inputs(batch=64) if case is CHUNKED else case.inputs()
   call, _ = build(case, api, inputs)
   call(*inputs)  # the first call may compile
@@ -51,7 +30,7 @@ def test_eager_calls_compile_at_most_once(case, api, build):
   )
 
 
-def test_the_counter_sees_a_compile():
+def test_the_counter_sees_a_compile(count_compiles):
   with count_compiles() as compiles:
     jax.jit(lambda x: x * 3.0 + 1.0)(jnp.ones((7, 3, 11)))
   assert compiles

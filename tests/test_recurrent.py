@@ -1,6 +1,5 @@
 """SimpleRNN, LSTM and GRU against Keras 3, for linen and NNX."""
 
-import contextlib
 import functools
 
 import jax
@@ -445,26 +444,9 @@ def test_nnx_train_and_eval_switch_dropout():
 # ---------------------------------------------------------------------------
 # Compilation and export.
 
-_COMPILES = []
-jax.monitoring.register_event_duration_secs_listener(
-  lambda event, duration, **kwargs: (
-    _COMPILES.append(event)
-    if event == '/jax/core/compile/backend_compile_duration'
-    else None
-  )
-)
-
-
-@contextlib.contextmanager
-def count_compiles():
-  start = len(_COMPILES)
-  counted = []
-  yield counted
-  counted.extend(_COMPILES[start:])
-
 
 @pytest.mark.parametrize('api', APIS)
-def test_eager_calls_compile_once(api):
+def test_eager_calls_compile_once(api, count_compiles):
   mask = jnp.asarray(MASK)
   if api == 'linen':
     module = fd.LSTM(UNITS, return_sequences=True)
