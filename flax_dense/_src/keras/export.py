@@ -13,7 +13,7 @@ from flax import nnx
 
 from flax_dense._src import registry
 from flax_dense._src.convert import to_linen
-from flax_dense._src.keras.host import import_keras
+from flax_dense._src.keras.backend import import_keras
 from flax_dense._src.models.linen import KerasFunctional, KerasSequential
 from flax_dense._src.registry.spec import ExportedLayer
 from flax_dense._src.variables import CONSTANTS, unfrozen

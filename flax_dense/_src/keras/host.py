@@ -16,30 +16,7 @@ from flax import nnx
 
 from flax_dense._src.convert import to_linen
 from flax_dense._src.keras import config as hosting
-
-
-def import_keras(caller: str) -> Any:
-  """Keras 3 on the JAX backend, or our own error saying what to do."""
-  try:
-    import keras
-  except ImportError as error:
-    raise ImportError(
-      f'{caller} needs Keras 3, an optional dependency: pip install'
-      " 'flax_dense[keras]'."
-    ) from error
-  if int(keras.__version__.split('.')[0]) < 3:
-    raise ImportError(
-      f'{caller} needs Keras 3, found Keras {keras.__version__}: pip install'
-      " 'flax_dense[keras]'."
-    )
-  backend = keras.backend.backend()
-  if backend != 'jax':
-    raise RuntimeError(
-      f"{caller} needs Keras's JAX backend, but Keras runs on {backend!r}:"
-      ' set the environment variable KERAS_BACKEND=jax before Keras is first'
-      ' imported (or "backend": "jax" in ~/.keras/keras.json).'
-    )
-  return keras
+from flax_dense._src.keras.backend import import_keras
 
 
 def to_keras(

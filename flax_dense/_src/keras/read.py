@@ -8,6 +8,7 @@ import numpy as np
 
 from flax_dense._src import validate
 from flax_dense._src.keras import h5
+from flax_dense._src.keras.backend import import_keras
 from flax_dense._src.keras.imports import import_of, is_registered
 from flax_dense._src.registry.spec import KerasLayer
 
@@ -172,22 +173,6 @@ def _from_live(keras: Any, model: Any) -> KerasModel:
   )
 
 
-def _import_keras() -> Any:
-  try:
-    import keras
-  except ImportError as error:
-    raise ImportError(
-      'from_keras needs Keras 3, an optional dependency: pip install'
-      " 'flax_dense[keras]'."
-    ) from error
-  if int(keras.__version__.split('.')[0]) < 3:
-    raise ImportError(
-      f'from_keras needs Keras 3, found Keras {keras.__version__}: pip'
-      " install 'flax_dense[keras]'."
-    )
-  return keras
-
-
 def read(model_or_path: Any) -> KerasModel:
   """The model, from a live Keras model or a file."""
   if isinstance(model_or_path, str | os.PathLike):
@@ -201,9 +186,9 @@ def read(model_or_path: Any) -> KerasModel:
         f'from_keras: {path!r} is neither a .keras file (Keras 3) nor an .h5'
         ' file (Keras 2 / tf.keras model.save).'
       )
-    keras = _import_keras()
+    keras = import_keras('from_keras', jax_backend=False)
     return _from_live(keras, keras.saving.load_model(path, compile=False))
-  keras = _import_keras()
+  keras = import_keras('from_keras', jax_backend=False)
   if not isinstance(model_or_path, keras.Model):
     raise ValueError(
       'from_keras: expected a keras.Model or the path of a .keras or .h5'

@@ -1,6 +1,6 @@
 """The containers of imported Keras models, for NNX."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -15,6 +15,33 @@ from flax_dense._src.models.graph import (
   check_inputs,
   check_sequential,
 )
+
+
+def _layer_call(
+  container: str,
+  deterministic: bool | None,
+  rngs: nnx.Rngs | jax.Array | None,
+) -> Callable[[int, Any, Any, dict[str, Any]], Any]:
+  """The ``call`` both containers run their layers with: the dropout
+  layers get this call's ``deterministic`` and ``rngs``, if given; a layer
+  given several tensors takes them as positional arguments."""
+  if deterministic is not None:
+    validate.check_bool(deterministic, container, 'deterministic')
+  overrides = {
+    name: value
+    for name, value in (('deterministic', deterministic), ('rngs', rngs))
+    if value is not None
+  }
+
+  def call(index, layer, inputs, kwargs):
+    del index
+    if hasattr(layer, 'deterministic'):
+      kwargs.update(overrides)
+    if isinstance(inputs, list):
+      return layer(*inputs, **kwargs)
+    return layer(inputs, **kwargs)
+
+  return call
 
 
 class KerasSequential(nnx.Module):
@@ -88,20 +115,7 @@ class KerasSequential(nnx.Module):
     Returns:
       The last layer's outputs.
     """
-    if deterministic is not None:
-      validate.check_bool(deterministic, 'KerasSequential', 'deterministic')
-    overrides = {
-      name: value
-      for name, value in (('deterministic', deterministic), ('rngs', rngs))
-      if value is not None
-    }
-
-    def call(index, layer, inputs, kwargs):
-      del index
-      if hasattr(layer, 'deterministic'):
-        kwargs.update(overrides)
-      return layer(inputs, **kwargs)
-
+    call = _layer_call('KerasSequential', deterministic, rngs)
     return apply_sequential(self.layers, self.mask_flow, inputs, call)
 
 
@@ -191,22 +205,7 @@ class KerasFunctional(nnx.Module):
       The output, or the list of outputs.
     """
     check_inputs('KerasFunctional', self.inputs, inputs)
-    if deterministic is not None:
-      validate.check_bool(deterministic, 'KerasFunctional', 'deterministic')
-    overrides = {
-      name: value
-      for name, value in (('deterministic', deterministic), ('rngs', rngs))
-      if value is not None
-    }
-
-    def call(index, layer, inputs, kwargs):
-      del index
-      if hasattr(layer, 'deterministic'):
-        kwargs.update(overrides)
-      if isinstance(inputs, list):
-        return layer(*inputs, **kwargs)
-      return layer(inputs, **kwargs)
-
+    call = _layer_call('KerasFunctional', deterministic, rngs)
     return apply_graph(
       self.layers,
       self.mask_flow,
