@@ -11,6 +11,7 @@ from flax import nnx
 from jax.test_util import check_grads
 
 import flax_dense as fd
+from flax_dense._src.ops import recurrent as recurrent_ops
 
 APIS = ('linen', 'nnx')
 # (class name, extra config): both GRU variants.
@@ -371,7 +372,12 @@ def test_recurrent_dropout_draws_one_mask_per_gate(name):
   ],
   ids=['simple_rnn', 'lstm_shared', 'lstm_per_gate', 'gru', 'gru_before'],
 )
-def test_given_dropout_masks_match_keras(name, config, rates):
+@pytest.mark.parametrize('hoisted', [False, True], ids=['in_step', 'hoisted'])
+def test_given_dropout_masks_match_keras(
+  name, config, rates, hoisted, monkeypatch
+):
+  # Both places of the input projection (see test_projection_placement).
+  monkeypatch.setattr(recurrent_ops, '_HOISTED_ON_CPU', hoisted)
   # Keras's cells cache their masks for a call; planting them there makes
   # Keras use ours: one per gate (implementation 1, forced by recurrent
   # dropout) for LSTM and GRU, else one input mask for every gate.
@@ -581,3 +587,71 @@ def test_bad_call(api, call, error, match):
     layer = fd.nnx.LSTM(FEATURES, UNITS, rngs=nnx.Rngs(0))
     with pytest.raises(error, match=match):
       layer(x, mask, state)
+
+
+@pytest.mark.parametrize(('name', 'config'), KINDS, ids=KIND_IDS)
+def test_hoisted_projection_gives_the_gradients_of_the_step(
+  name, config, monkeypatch
+):
+  # The input projection before the scan (GPU, TPU) and inside it (CPU):
+  # outputs and gradients of masked, backwards, dropped sequences agree.
+  kind = KIND_IDS[[k for k, _ in KINDS].index(name)].removesuffix(
+    '_reset_before'
+  )
+  rng = np.random.default_rng(7)
+  layer = keras_layer(name, **config)
+  weights = {k: jnp.asarray(v) for k, v in weights_of(layer).items()}
+  keep = (rng.random((BATCH, 1, FEATURES)) > 0.3).astype(np.float32) / 0.7
+
+  def loss(weights, x):
+    def one(x, mask, keep):
+      return fd.functional.recurrent(
+        x,
+        **weights,
+        mask=mask,
+        kind=kind,
+        reset_after=config.get('reset_after', True),
+        go_backwards=True,
+        input_keep=keep,
+      )
+
+    outputs, states = jax.vmap(one)(x, MASK, keep)
+    return jnp.sum(outputs**2) + jnp.sum(states[0]), outputs
+
+  results, programs = {}, {}
+  for hoisted in (False, True):
+    monkeypatch.setattr(recurrent_ops, '_HOISTED_ON_CPU', hoisted)
+    gradient = jax.value_and_grad(loss, (0, 1), has_aux=True)
+    results[hoisted] = gradient(weights, jnp.asarray(X))
+    programs[hoisted] = str(jax.make_jaxpr(gradient)(weights, jnp.asarray(X)))
+  assert programs[True] != programs[False]
+  assert_close(results[True], results[False])
+
+
+def test_projection_placement():
+  # Lowered for CPU the input projection is in the step, one (G*U,) row per
+  # step; lowered for GPU it is one matmul over every step, (T, G*U).
+  def one(x, kernel, recurrent_kernel, bias):
+    return fd.functional.recurrent(x, kernel, recurrent_kernel, bias)[0]
+
+  args = (
+    jnp.zeros((STEPS, FEATURES)),
+    jnp.zeros((FEATURES, 4 * UNITS)),
+    jnp.zeros((UNITS, 4 * UNITS)),
+    jnp.zeros((4 * UNITS,)),
+  )
+  hoisted = f'tensor<{STEPS}x{4 * UNITS}xf32>'
+
+  def text(platform):
+    exported = jax.export.export(jax.jit(one), platforms=(platform,))(*args)
+    dots = [
+      line
+      for line in exported.mlir_module().splitlines()
+      if 'dot_general' in line
+    ]
+    assert dots
+    return '\n'.join(dots)
+
+  assert hoisted not in text('cpu')
+  assert hoisted in text('cuda')
+  assert hoisted in text('tpu')

@@ -1,16 +1,20 @@
 """Keras's recurrent layers (SimpleRNN, LSTM, GRU): cells, masks, dropout.
 
 The math of one example is :func:`recurrent`: one ``jax.lax.scan`` over the
-timesteps, each step computing ``x_t @ kernel + bias + h @ recurrent_kernel``
-(``jax.vmap`` batches it: every step runs ``(B, .) @ (., G*U)`` matmuls
-over the whole batch). The input projection stays inside the loop on
-purpose: hoisted into one ``(T*B, D) @ (D, G*U)`` matmul, it writes and
-reads back a ``(T, B, G*U)`` array, and an LSTM of B=64, T=100, D=64,
-U=128 measured 1.7 times slower (forward) and 1.25 times slower (gradient)
-on CPU than with this loop, whose operands stay in cache (see
-``docs/performance.md``, Recurrent layers). The weights have Keras's names,
-shapes and gate order (LSTM i, f, c, o; GRU z, r, h), so Keras weights port
-directly.
+timesteps, each step adding ``h @ recurrent_kernel`` to the projected input
+``x_t @ kernel + bias`` (``jax.vmap`` batches it: every step runs a
+``(B, U) @ (U, G*U)`` matmul over the whole batch). Where the input
+projection runs depends on the platform, chosen as XLA compiles:
+
+- on GPU and TPU it is hoisted out of the loop, one ``(T*B, D) @ (D, G*U)``
+  matmul before the scan, so that only ``h @ recurrent_kernel`` stays
+  inside (the usual layout of fused RNN kernels);
+- on CPU it stays inside the step: the hoisted form writes and reads back
+  a ``(T, B, G*U)`` array, and measured about 1.5 times slower there (see
+  ``docs/performance.md``, Recurrent layers).
+
+Both give the same values. The weights have Keras's names, shapes and gate
+order (LSTM i, f, c, o; GRU z, r, h), so Keras weights port directly.
 """
 
 import functools
@@ -34,6 +38,10 @@ STATES = {'simple_rnn': 1, 'lstm': 2, 'gru': 1}
 #: The layer of each kind, named in messages.
 LAYERS = {'simple_rnn': 'SimpleRNN', 'lstm': 'LSTM', 'gru': 'GRU'}
 
+
+#: Whether the input projection leaves the time loop on CPU (see the module
+#: docstring); on every other platform it does.
+_HOISTED_ON_CPU = False
 
 #: Keras's default kernel initializer (fans D and G*U).
 glorot_uniform = jax.nn.initializers.glorot_uniform()
@@ -216,8 +224,9 @@ def recurrent(
                otherwise:    h~ = activation(x_h + (r * h) @ R_h)
                h' = z * h + (1 - z) * h~
 
-  where ``sig`` is ``recurrent_activation``. ``x @ K + b`` is computed
-  inside the ``jax.lax.scan``, step by step (see the module docstring).
+  where ``sig`` is ``recurrent_activation``. ``x @ K + b`` is one matmul
+  before the ``jax.lax.scan`` on GPU and TPU, and computed step by step
+  inside it on CPU (see the module docstring).
 
   Masks follow Keras 3 (``keras.src.backend.jax.rnn``): at a masked step
   every state is carried unchanged and the output is the previous ``h``
@@ -300,31 +309,40 @@ def recurrent(
     precision,
   )
 
-  def step(states, xs):
-    x, kept = xs
+  def project(x):
     projected = _project(x, kernel, input_keep, gates, precision)
-    if input_bias is not None:
-      projected = projected + input_bias
-    output, new_states = cell(projected, states)
-    if kept is None:
-      return new_states, output
-    previous = jnp.zeros_like(output) if zero_output_for_mask else states[0]
-    new_states = tuple(
-      jnp.where(kept, new, old)
-      for new, old in zip(new_states, states, strict=True)
-    )
-    return new_states, jnp.where(kept, output, previous)
+    if input_bias is None:
+      return projected
+    # Explicit leading axes: no rank promotion.
+    return projected + input_bias.reshape((1,) * (x.ndim - 1) + (-1,))
 
-  # Saving nothing but the carry and recomputing the step in the backward
-  # pass measured about 15% faster gradients on CPU than saving the gates
-  # (less memory traffic), with bit-identical results.
-  step = jax.checkpoint(
-    step,
-    prevent_cse=False,
-    policy=jax.checkpoint_policies.nothing_saveable,
-  )
-  states, outputs = jax.lax.scan(
-    step, initial_state, (inputs, mask), reverse=go_backwards
+  def run(hoisted):
+    def step(states, xs):
+      x, kept = xs
+      output, new_states = cell(x if hoisted else project(x), states)
+      if kept is None:
+        return new_states, output
+      previous = jnp.zeros_like(output) if zero_output_for_mask else states[0]
+      new_states = tuple(
+        jnp.where(kept, new, old)
+        for new, old in zip(new_states, states, strict=True)
+      )
+      return new_states, jnp.where(kept, output, previous)
+
+    # Saving nothing but the carry and recomputing the step in the backward
+    # pass measured about 15% faster gradients on CPU than saving the gates
+    # (less memory traffic), with bit-identical results.
+    step = jax.checkpoint(
+      step,
+      prevent_cse=False,
+      policy=jax.checkpoint_policies.nothing_saveable,
+    )
+    xs = project(inputs) if hoisted else inputs
+    return jax.lax.scan(step, initial_state, (xs, mask), reverse=go_backwards)
+
+  # XLA lowers only the branch of the platform it compiles for.
+  states, outputs = jax.lax.platform_dependent(
+    cpu=lambda: run(_HOISTED_ON_CPU), default=lambda: run(True)
   )
   if go_backwards:
     outputs = jnp.flip(outputs, axis=0)
