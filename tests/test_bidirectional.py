@@ -219,3 +219,100 @@ def test_dropout_reaches_both_layers(api):
   for half in range(2):  # each layer drops, differently at each draw
     assert not np.allclose(on[half], off[half])
     assert not np.allclose(on[half], again[half])
+
+
+def _dropping_keras_model(rate):
+  """Keras Bidirectional(LSTM) with input and recurrent dropout, then LSTM."""
+  with keras_scope():
+    model = keras.Sequential(
+      [
+        keras.Input(X.shape[1:]),
+        keras.layers.Bidirectional(
+          keras.layers.LSTM(
+            UNITS, dropout=rate, recurrent_dropout=rate, return_sequences=True
+          )
+        ),
+        keras.layers.LSTM(2),
+      ]
+    )
+  return model
+
+
+@pytest.mark.parametrize('rate', [0.0, 0.5])
+def test_imported_bidirectional_drops_in_training_linen(rate):
+  # The container's deterministic reaches the two directions: off by
+  # default (Keras's predict), on when training, and only if they drop.
+  model = _dropping_keras_model(rate)
+  module, variables = fd.from_keras(model)
+  expected = keras_call(model, X)
+  assert_close(module.apply(variables, X), expected)
+
+  def train(seed):
+    return module.apply(
+      variables,
+      X,
+      deterministic=False,
+      rngs={'dropout': jax.random.key(seed)},
+    )
+
+  if rate:
+    assert not np.allclose(train(0), expected, atol=1e-4)
+    assert not np.allclose(train(0), train(1), atol=1e-4)
+    np.testing.assert_array_equal(train(0), train(0))
+  else:
+    assert_close(train(0), expected)
+
+
+def test_imported_bidirectional_drops_in_training_nnx():
+  model = _dropping_keras_model(0.5)
+  expected = keras_call(model, X)
+  layers = fd.from_keras(model, api='nnx', rngs=nnx.Rngs(dropout=0))
+  # Converted from the linen model too: both start in eval mode.
+  module, variables = fd.from_keras(model)
+  converted = fd.nnx.from_linen(module, variables, rngs=nnx.Rngs(dropout=0))
+  for twin in (layers, converted):
+    assert_close(twin(X), expected)
+    bidirectional = twin.layers[0]
+    assert bidirectional.forward_layer.deterministic
+    assert bidirectional.backward_layer.deterministic
+    # The call's mode and keys reach the two directions (and the last
+    # LSTM, which takes them too): the same key draws the same masks.
+    on = twin(X, deterministic=False, rngs=jax.random.key(3))
+    again = twin(X, deterministic=False, rngs=jax.random.key(3))
+    other = twin(X, deterministic=False, rngs=nnx.Rngs(dropout=4))
+    assert not np.allclose(on, expected, atol=1e-4)
+    assert not np.allclose(on, other, atol=1e-4)
+    np.testing.assert_array_equal(on, again)
+    assert_close(twin(X), expected)  # the override lasted one call
+    twin.train()
+    assert not np.allclose(twin(X), expected, atol=1e-4)
+
+
+def test_nnx_call_keys_are_split_between_the_directions():
+  layer = fd.nnx.Bidirectional(
+    fd.nnx.LSTM(FEATURES, UNITS, dropout=0.5, rngs=nnx.Rngs(0)),
+    merge_mode=None,
+    rngs=nnx.Rngs(1),
+  )
+  key = jax.random.key(5)
+  forward_key, backward_key = jax.random.split(key)
+  forward, backward = layer(X, rngs=key)
+  assert_close(forward, layer.forward_layer(X, rngs=forward_key))
+  assert_close(
+    backward,
+    layer.backward_layer(X, zero_output_for_mask=False, rngs=backward_key),
+  )
+  assert not np.allclose(
+    layer.forward_layer(X, rngs=forward_key),
+    layer.forward_layer(X, rngs=backward_key),
+  )
+
+
+@pytest.mark.parametrize('given', [0, 'dropout', [jax.random.key(0)]])
+def test_nnx_call_rngs_of_the_wrong_type(given):
+  layer = fd.nnx.LSTM(FEATURES, UNITS, dropout=0.5, rngs=nnx.Rngs(0))
+  with pytest.raises(
+    TypeError,
+    match=r'^LSTM: rngs must be an nnx.Rngs, an nnx.RngStream or a key, got',
+  ):
+    layer(X, rngs=given)

@@ -242,6 +242,9 @@ def _recurrent_calls():
   calls['Bidirectional.__call__.deterministic'] = lambda v: _linen(
     fd.Bidirectional(fd.LSTM(2)), SEQ, deterministic=v
   )
+  calls['Bidirectional.field.deterministic'] = lambda v: _linen(
+    fd.Bidirectional(fd.LSTM(2), deterministic=v), SEQ
+  )
   calls['nnx.Bidirectional.__call__.deterministic'] = lambda v: (
     fd.nnx.Bidirectional(fd.nnx.LSTM(3, 2, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))(
       SEQ, deterministic=v

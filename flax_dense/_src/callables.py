@@ -45,3 +45,15 @@ def factory_call(function: Callable) -> dict[str, Any] | None:
     'factory': f'{function.__module__}:{factory_name}',
     'arguments': captured,
   }
+
+
+def call_keywords(layer: Callable, **values: Any) -> dict[str, Any]:
+  """The ``values`` (those not ``None``) that ``layer``'s call takes by
+  name: what a container or wrapper hands on, such as ``deterministic`` and
+  ``rngs`` to the dropout layers."""
+  parameters = inspect.signature(layer).parameters
+  return {
+    name: value
+    for name, value in values.items()
+    if value is not None and name in parameters
+  }

@@ -247,8 +247,9 @@ def _sequential_from_linen(
     }
     twin: Any = from_linen(layer, own, rngs=rngs)
     if getattr(layer, 'deterministic', False) is None:
-      # The container decides: inference unless called otherwise.
-      twin.deterministic = True
+      # The container decides: inference unless called otherwise (a
+      # Bidirectional's mode is its layers').
+      twin.eval()
     layers.append(twin)
   unused = {
     collection: sorted(set(tree) - set(names))

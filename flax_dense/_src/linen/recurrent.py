@@ -433,11 +433,14 @@ class Bidirectional(nn.Module):
       to return the two outputs as a tuple.
     backward_layer: the backward layer, or ``None`` for a copy of
       ``layer`` going the other way.
+    deterministic: if not ``None``, given to both layers when the call
+      gives none (``None``: each layer follows its own field).
   """
 
   layer: nn.Module
   merge_mode: str | None = 'concat'
   backward_layer: nn.Module | None = None
+  deterministic: bool | None = None
 
   def _layers(self) -> tuple[nn.Module, nn.Module]:
     """The forward and backward layers, checked, as Keras configures them."""
@@ -475,13 +478,15 @@ class Bidirectional(nn.Module):
       mask: ``(..., T)`` boolean or ``None``, given to both layers.
       initial_state: ``None`` or a list of the forward states then the
         backward states (``[h_f, h_b]`` or ``[h_f, c_f, h_b, c_b]``).
-      deterministic: given to both layers.
+      deterministic: given to both layers; overrides the field.
 
     Returns:
       The merged outputs (``(..., T, 2U)`` or ``(..., 2U)`` for
       ``'concat'``), or the two outputs for ``merge_mode=None``; with
       ``return_state`` followed by the forward then the backward states.
     """
+    if deterministic is None:
+      deterministic = self.deterministic
     if deterministic is not None:
       validate.check_bool(deterministic, 'Bidirectional', 'deterministic')
     forward_layer, backward_layer = self._layers()

@@ -7,6 +7,7 @@ import jax
 from flax import nnx
 
 from flax_dense._src import validate
+from flax_dense._src.callables import call_keywords
 from flax_dense._src.models.graph import (
   Node,
   apply_graph,
@@ -27,16 +28,11 @@ def _layer_call(
   given several tensors takes them as positional arguments."""
   if deterministic is not None:
     validate.check_bool(deterministic, container, 'deterministic')
-  overrides = {
-    name: value
-    for name, value in (('deterministic', deterministic), ('rngs', rngs))
-    if value is not None
-  }
 
   def call(index, layer, inputs, kwargs):
     del index
-    if hasattr(layer, 'deterministic'):
-      kwargs.update(overrides)
+    # Each dropout layer (a wrapper of one too) takes those its call names.
+    kwargs.update(call_keywords(layer, deterministic=deterministic, rngs=rngs))
     if isinstance(inputs, list):
       return layer(*inputs, **kwargs)
     return layer(inputs, **kwargs)

@@ -29,6 +29,37 @@ def _stream(rngs: Any, rng_collection: str, layer: str) -> Any:
   )
 
 
+def dropout_key(
+  rngs: Any, stream: Any, rng_collection: str, layer: str
+) -> jax.Array:
+  """The key of one dropout draw: from this call's ``rngs`` (an
+  ``nnx.Rngs``, a stream or a key), else from the layer's own ``stream``.
+
+  Raises:
+    TypeError: if the call's ``rngs`` is none of these.
+    ValueError: if neither gives a key.
+  """
+  if rngs is not None and not isinstance(
+    rngs, nnx.Rngs | nnx.RngStream | jax.Array
+  ):
+    raise TypeError(
+      f'{layer}: rngs must be an nnx.Rngs, an nnx.RngStream or a key, got'
+      f' {validate.describe_given(rngs)}.'
+    )
+  rngs = stream if rngs is None else rngs
+  if isinstance(rngs, nnx.Rngs):
+    return rngs[rng_collection]()
+  if isinstance(rngs, nnx.RngStream):
+    return rngs()
+  if isinstance(rngs, jax.Array):
+    return rngs
+  raise ValueError(
+    f'{layer}: dropout needs random keys: pass rngs=nnx.Rngs(...) when'
+    ' building the layer or when calling it (a key works too), or turn'
+    ' it off with model.eval() / deterministic=True.'
+  )
+
+
 class _DropoutBase(nnx.Module):
   """What the dropouts share: ``deterministic``, the rng stream, the draw."""
 
@@ -56,19 +87,7 @@ class _DropoutBase(nnx.Module):
       return inputs
     if self.rate == 0.0:  # the identity, no draw
       return inputs
-    rngs = self.rngs if rngs is None else rngs
-    if isinstance(rngs, nnx.Rngs):
-      key = rngs[self.rng_collection]()
-    elif isinstance(rngs, nnx.RngStream):
-      key = rngs()
-    elif isinstance(rngs, jax.Array):
-      key = rngs
-    else:
-      raise ValueError(
-        f'{layer}: dropout needs random keys: pass rngs=nnx.Rngs(...) when'
-        ' building the layer or when calling it (a key works too), or turn'
-        ' it off with model.eval() / deterministic=True.'
-      )
+    key = dropout_key(rngs, self.rngs, self.rng_collection, layer)
     return dropout(inputs, self.rate, key, noise_shape)
 
 

@@ -10,7 +10,7 @@ from flax.typing import Dtype, Initializer, PrecisionLike
 
 from flax_dense._src import initializers, validate
 from flax_dense._src.nnx.common import check_rngs, make_param
-from flax_dense._src.nnx.dropout import _stream
+from flax_dense._src.nnx.dropout import _stream, dropout_key
 from flax_dense._src.ops.activations import resolve_activation
 from flax_dense._src.ops.recurrent import (
   LAYERS,
@@ -129,6 +129,7 @@ class _Recurrent(nnx.Module):
     deterministic: bool | None = None,
     *,
     zero_output_for_mask: bool | None = None,
+    rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
   ) -> Any:
     """Runs the layer over the sequences.
 
@@ -139,6 +140,7 @@ class _Recurrent(nnx.Module):
         each ``(..., units)``; default zeros.
       deterministic: overrides the attribute (``model.eval()`` sets it).
       zero_output_for_mask: overrides the attribute for this call.
+      rngs: overrides the layer's dropout stream for this call (or a key).
 
     Returns:
       ``(..., T, units)`` with ``return_sequences``, else ``(..., units)``;
@@ -166,12 +168,7 @@ class _Recurrent(nnx.Module):
       )
     key = None
     if not deterministic and (self.dropout or self.recurrent_dropout):
-      if not isinstance(self.rngs, nnx.RngStream):
-        raise ValueError(
-          f'{layer}: dropout needs random keys: pass rngs=nnx.Rngs(...) when'
-          ' building the layer, or turn it off with model.eval().'
-        )
-      key = self.rngs()
+      key = dropout_key(rngs, self.rngs, self.rng_collection, layer)
     outputs, states = recurrent_layer(
       inputs,
       mask,
@@ -479,6 +476,8 @@ class Bidirectional(nnx.Module):
     mask: jax.typing.ArrayLike | None = None,
     initial_state: Any = None,
     deterministic: bool | None = None,
+    *,
+    rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
   ) -> Any:
     """Runs both layers and merges their outputs, as the linen twin does.
 
@@ -486,7 +485,10 @@ class Bidirectional(nnx.Module):
       inputs: ``(..., T, D)``.
       mask: ``(..., T)`` boolean or ``None``, given to both layers.
       initial_state: ``None`` or the forward states then the backward ones.
-      deterministic: given to both layers.
+      deterministic: given to both layers (else each follows its own
+        attribute, which ``model.eval()`` / ``model.train()`` set).
+      rngs: given to both layers for this call; a key is split in two, so
+        that the two directions draw different dropout masks.
 
     Returns:
       The merged outputs, or the two outputs for ``merge_mode=None``; with
@@ -494,6 +496,9 @@ class Bidirectional(nnx.Module):
     """
     if deterministic is not None:
       validate.check_bool(deterministic, 'Bidirectional', 'deterministic')
+    forward_rngs = backward_rngs = rngs
+    if isinstance(rngs, jax.Array):
+      forward_rngs, backward_rngs = jax.random.split(rngs)
     forward_state, backward_state = split_bidirectional_state(initial_state)
     forward, backward = (
       layer(
@@ -502,10 +507,11 @@ class Bidirectional(nnx.Module):
         state,
         deterministic,
         zero_output_for_mask=layer.return_sequences,
+        rngs=layer_rngs,
       )
-      for layer, state in (
-        (self.forward_layer, forward_state),
-        (self.backward_layer, backward_state),
+      for layer, state, layer_rngs in (
+        (self.forward_layer, forward_state, forward_rngs),
+        (self.backward_layer, backward_state, backward_rngs),
       )
     )
     return merge_bidirectional(

@@ -433,10 +433,6 @@ def _import_bidirectional(layer: KerasLayer) -> list[Step]:
       ' differ in go_backwards and agree in return_sequences and'
       ' return_state.'
     )
-  # Bidirectional has no deterministic of its own for the container to
-  # set; its layers run as Keras's predict does (dropout off).
-  forward = forward.clone(deterministic=True)
-  backward = backward.clone(deterministic=True)
   merge_mode = layer.config.get('merge_mode', 'concat')
   module = linen.Bidirectional(
     forward, merge_mode=merge_mode, backward_layer=backward
