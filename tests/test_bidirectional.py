@@ -6,39 +6,40 @@ import keras
 import numpy as np
 import pytest
 from flax import nnx
-from test_recurrent import (
-  APIS,
-  BATCH,
-  FEATURES,
-  MASK,
-  UNITS,
-  WEIGHTS,
-  X,
-  _cotangents,
-  _loss,
-  assert_close,
-  keras_call,
-  keras_scope,
-)
 
 import flax_dense as fd
 
+APIS = ('linen', 'nnx')
+WEIGHTS = ('kernel', 'recurrent_kernel', 'bias')
+BATCH, STEPS, FEATURES, UNITS = 5, 6, 3, 4
+X = np.random.default_rng(0).normal(size=(BATCH, STEPS, FEATURES))
+X = X.astype(np.float32)
+# Rows: no padding, left, middle, right padding, everything masked.
+MASK = np.ones((BATCH, STEPS), bool)
+MASK[1, :2] = MASK[2, 2:4] = MASK[3, 4:] = MASK[4, :] = False
 MERGE_MODES = ('concat', 'sum', 'mul', 'ave', None)
 # return_sequences, return_state.
 FLAGS = ((True, False), (False, True), (True, True))
 
 
-def keras_bidirectional(name, merge_mode, **config):
-  layer = keras.layers.Bidirectional(
-    getattr(keras.layers, name)(UNITS, **config), merge_mode=merge_mode
-  )
-  with keras_scope():
-    layer.build((None, *X.shape[1:]))
-  rng = np.random.default_rng(1)
-  layer.set_weights(
-    [0.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
-  )
-  return layer
+@pytest.fixture
+def keras_bidirectional(keras_allowed):
+  """``keras_bidirectional(name, merge_mode, **config)``: a built Keras
+  Bidirectional over ``name`` with non-trivial random weights."""
+
+  def build(name, merge_mode, **config):
+    layer = keras.layers.Bidirectional(
+      getattr(keras.layers, name)(UNITS, **config), merge_mode=merge_mode
+    )
+    with keras_allowed():
+      layer.build((None, STEPS, FEATURES))
+    rng = np.random.default_rng(1)
+    layer.set_weights(
+      [0.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
+    )
+    return layer
+
+  return build
 
 
 def ours(api, name, merge_mode, **config):
@@ -81,21 +82,30 @@ def ours(api, name, merge_mode, **config):
   'flags', FLAGS, ids=lambda f: 'rs{:d}-st{:d}'.format(*f)
 )
 @pytest.mark.parametrize('merge_mode', MERGE_MODES)
-def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
+def test_lstm_matches_keras_with_masks(
+  api,
+  flags,
+  merge_mode,
+  keras_bidirectional,
+  keras_call,
+  keras_allowed,
+  linear_loss,
+  tree_close,
+):
   return_sequences, return_state = flags
   config = {'return_sequences': return_sequences, 'return_state': return_state}
   layer = keras_bidirectional('LSTM', merge_mode, **config)
   mask = jnp.asarray(MASK)
   probe = keras_call(layer, X, mask=mask)
-  cotangents = _cotangents(probe)
+  linear = linear_loss(probe)
   variables = [v.value for v in layer.trainable_variables]
   fixed = [v.value for v in layer.non_trainable_variables]
 
   def keras_loss(weights, x):
     outputs, _ = layer.stateless_call(weights, fixed, x, mask=mask)
-    return _loss(outputs, cotangents), outputs
+    return linear(outputs), outputs
 
-  with keras_scope():
+  with keras_allowed():
     (_, expected), expected_grads = jax.value_and_grad(
       keras_loss, argnums=(0, 1), has_aux=True
     )(variables, jnp.asarray(X))
@@ -103,7 +113,7 @@ def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
 
   def loss(weights, x):
     outputs = run(weights, x, mask)
-    return _loss(outputs, cotangents), outputs
+    return linear(outputs), outputs
 
   weights = [jnp.asarray(w) for w in layer.get_weights()]
   (_, actual), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
@@ -113,13 +123,15 @@ def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
     assert isinstance(actual, tuple)
     outputs = 2 if merge_mode is None else 1
     assert len(actual) == outputs + (4 if return_state else 0)
-  assert_close(actual, expected)
-  assert_close(grads, expected_grads)
+  tree_close(actual, expected)
+  tree_close(grads, expected_grads)
 
 
 @pytest.mark.parametrize('api', APIS)
 @pytest.mark.parametrize('name', ['SimpleRNN', 'GRU'])
-def test_initial_state_matches_keras(api, name):
+def test_initial_state_matches_keras(
+  api, name, keras_bidirectional, keras_call, tree_close
+):
   config = {'return_sequences': True, 'return_state': True}
   layer = keras_bidirectional(name, 'concat', **config)
   rng = np.random.default_rng(5)
@@ -129,7 +141,7 @@ def test_initial_state_matches_keras(api, name):
   expected = keras_call(layer, X, initial_state=states, mask=MASK)
   run = ours(api, name, 'concat', **config)
   weights = [jnp.asarray(w) for w in layer.get_weights()]
-  assert_close(run(weights, X, jnp.asarray(MASK), states), expected)
+  tree_close(run(weights, X, jnp.asarray(MASK), states), expected)
 
 
 @pytest.mark.parametrize('api', APIS)
