@@ -10,6 +10,7 @@ import os
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -102,3 +103,52 @@ def count_compiles():
   """A context manager yielding a list whose length, after the block, is
   the number of backend compiles in it."""
   return _count_compiles
+
+
+@pytest.fixture
+def keras_call(keras_allowed):
+  """``keras_call(layer, *args, **kwargs)``: a Keras layer's call, with the
+  rank promotion Keras's own code needs."""
+
+  def call(layer, *args, **kwargs):
+    with keras_allowed():
+      return layer(*args, **kwargs)
+
+  return call
+
+
+def _tree_close(actual, expected, rtol=1e-5, atol=2e-6):
+  actual, expected = jax.tree.leaves(actual), jax.tree.leaves(expected)
+  assert len(actual) == len(expected), (len(actual), len(expected))
+  for a, e in zip(actual, expected, strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol, atol)
+
+
+@pytest.fixture
+def tree_close():
+  """``tree_close(actual, expected, rtol=1e-5, atol=2e-6)``: the same
+  number of leaves, each close to its twin."""
+  return _tree_close
+
+
+def _linear_loss(probe, seed=2):
+  rng = np.random.default_rng(seed)
+  cotangents = [
+    rng.normal(size=np.shape(leaf)) for leaf in jax.tree.leaves(probe)
+  ]
+
+  def loss(outputs):
+    leaves = jax.tree.leaves(outputs)
+    return sum(
+      jnp.sum(leaf * c) for leaf, c in zip(leaves, cotangents, strict=True)
+    )
+
+  return loss
+
+
+@pytest.fixture
+def linear_loss():
+  """``linear_loss(probe) -> loss``: ``loss(outputs)`` is a fixed random
+  linear function of outputs shaped like ``probe``'s leaves (their sum
+  weighted by normal values), so that its gradients pull every output."""
+  return _linear_loss

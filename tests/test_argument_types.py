@@ -5,6 +5,9 @@ expected, a string where a flag is, something not callable where a function
 is) raises ``TypeError``; one of the right type with a bad value raises
 ``ValueError``. Both name the layer and the argument. NumPy integers and
 bools are accepted like Python's and give the same result.
+
+The layers are those of tests/cases.py, each called on its main case's
+example inputs; a test fails when a layer of the case table is missing.
 """
 
 import re
@@ -13,14 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cases import main_cases
 from flax import nnx
 
 import flax_dense as fd
 
 KEY = jax.random.key(0)
-SEQ = jnp.arange(30.0).reshape(2, 5, 3) / 30.0
-VEC = jnp.ones((2, 3))
-MAPS = {1: SEQ, 2: jnp.ones((2, 3, 3, 2)), 3: jnp.ones((2, 2, 2, 2, 3))}
+#: The main case of each layer in tests/cases.py: its example inputs are
+#: the inputs each layer here is called on.
+MAIN = {case.name: case for case in main_cases()}
+
+
+def features(name):
+  """The feature size of the first input of ``name``'s main case."""
+  return MAIN[name].shapes[0][-1]
+
 
 #: Wrong types for an integer argument, and bad integer values.
 NOT_INTS = ['3', 2.5, 3.0, [3], None, True]
@@ -45,7 +55,6 @@ class Layer:
   def __init__(
     self,
     name,
-    inputs,
     linen=None,
     nnx_kwargs=None,
     ints=(),
@@ -57,7 +66,7 @@ class Layer:
     dropout=False,
   ):
     self.name = name
-    self.inputs = inputs
+    self.inputs = MAIN[name].inputs()
     self.linen = linen or {}
     self.nnx = nnx_kwargs or {}
     self.ints = ints
@@ -86,13 +95,25 @@ class Layer:
     return layer(*self.inputs)
 
 
-# ``rngs=None`` in NNX defaults stands for a fresh nnx.Rngs(0).
+# ``rngs=None`` in NNX defaults stands for a fresh nnx.Rngs(0). The NNX
+# sizes are those of each layer's main case's inputs.
+RECURRENT_BOOLS = (
+  'use_bias',
+  'return_sequences',
+  'return_state',
+  'go_backwards',
+  'zero_output_for_mask',
+)
 LAYERS = [
   Layer(
     'PerPositionDense',
-    (SEQ,),
     linen={'features': 4},
-    nnx_kwargs={'positions': 5, 'in_features': 3, 'features': 4, 'rngs': None},
+    nnx_kwargs={
+      'positions': MAIN['PerPositionDense'].shapes[0][0],
+      'in_features': features('PerPositionDense'),
+      'features': 4,
+      'rngs': None,
+    },
     ints=('positions', 'in_features', 'features'),
     bools=('use_bias',),
     initializers=('kernel_init', 'bias_init'),
@@ -101,11 +122,10 @@ LAYERS = [
   ),
   Layer(
     'LocallyConnected1D',
-    (SEQ,),
     linen={'filters': 2, 'kernel_size': 2},
     nnx_kwargs={
-      'input_length': 5,
-      'in_features': 3,
+      'input_length': MAIN['LocallyConnected1D'].shapes[0][0],
+      'in_features': features('LocallyConnected1D'),
       'filters': 2,
       'kernel_size': 2,
       'rngs': None,
@@ -118,9 +138,13 @@ LAYERS = [
   ),
   Layer(
     'AttentionDecoder',
-    (SEQ,),
     linen={'units': 4, 'output_dim': 3},
-    nnx_kwargs={'units': 4, 'output_dim': 3, 'in_features': 3, 'rngs': None},
+    nnx_kwargs={
+      'units': 4,
+      'output_dim': 3,
+      'in_features': features('AttentionDecoder'),
+      'rngs': None,
+    },
     ints=('units', 'output_dim', 'in_features'),
     bools=('return_probabilities',),
     initializers=('kernel_init', 'recurrent_init', 'bias_init'),
@@ -128,34 +152,32 @@ LAYERS = [
   ),
   Layer(
     'MultiIODense',
-    (SEQ, SEQ),
     linen={'features': 3},
-    nnx_kwargs={'in_features': 3, 'features': 3, 'rngs': None},
+    nnx_kwargs={
+      'in_features': features('MultiIODense'),
+      'features': 3,
+      'rngs': None,
+    },
     ints=('in_features', 'features'),
     initializers=('kernel_init',),
     nnx_only=('in_features',),
   ),
   Layer(
     'ConstProduct',
-    (SEQ,),
-    linen={'weights': [1.0, 2.0, 3.0]},
-    nnx_kwargs={'in_features': 3, 'weights': [1.0, 2.0, 3.0]},
+    linen={'weights': [1.0, 2.0, 3.0, -1.0]},
+    nnx_kwargs={
+      'in_features': features('ConstProduct'),
+      'weights': [1.0, 2.0, 3.0, -1.0],
+    },
     ints=('in_features',),
     bools=('trainable',),
     nnx_only=('in_features',),
   ),
-  Layer(
-    'RepeatVector', (VEC,), linen={'n': 2}, nnx_kwargs={'n': 2}, ints=('n',)
-  ),
-  Layer(
-    'GlobalAveragePooling1D',
-    (SEQ,),
-    bools=('keepdims',),
-  ),
-  Layer('GlobalMaxPooling1D', (SEQ,), bools=('keepdims',)),
+  Layer('RepeatVector', linen={'n': 2}, nnx_kwargs={'n': 2}, ints=('n',)),
+  Layer('GlobalAveragePooling1D', bools=('keepdims',)),
+  Layer('GlobalMaxPooling1D', bools=('keepdims',)),
   Layer(
     'Dropout',
-    (SEQ,),
     linen={'rate': 0.5, 'deterministic': False},
     nnx_kwargs={'rate': 0.5, 'rngs': None},
     bools=('deterministic',),
@@ -164,7 +186,6 @@ LAYERS = [
   *[
     Layer(
       f'SpatialDropout{n}D',
-      (MAPS[n],),
       linen={'rate': 0.5, 'deterministic': False},
       nnx_kwargs={'rate': 0.5, 'rngs': None},
       bools=('deterministic',),
@@ -172,19 +193,74 @@ LAYERS = [
     )
     for n in (1, 2, 3)
   ],
-  Layer('Activation', (SEQ,), linen={'activation': 'relu'}, activation=True),
-  Layer('Flatten', (SEQ,)),
-  Layer('Masking', (SEQ,)),
-  Layer('Reshape', (SEQ,), linen={'target_shape': (15,)}),
-  Layer('Permute', (SEQ,), linen={'dims': (2, 1)}),
-  Layer('Lambda', (SEQ,), linen={'function': jnp.tanh}),
-  Layer('ActivityRegularization', (SEQ,)),
+  Layer('Activation', linen={'activation': 'relu'}, activation=True),
+  Layer('Flatten'),
+  Layer('Masking'),
+  Layer('Reshape', linen={'target_shape': (20,)}),
+  Layer('Permute', linen={'dims': (2, 1)}),
+  Layer('Lambda', linen={'function': jnp.tanh}),
+  Layer('ActivityRegularization'),
+  Layer(
+    'Embedding',
+    linen={'input_dim': MAIN['Embedding'].vocabulary, 'output_dim': 3},
+    nnx_kwargs={
+      'input_dim': MAIN['Embedding'].vocabulary,
+      'output_dim': 3,
+      'rngs': None,
+    },
+    ints=('input_dim', 'output_dim'),
+    bools=('mask_zero',),
+    initializers=('embeddings_init',),
+  ),
+  *[
+    Layer(
+      name,
+      linen={'units': 3},
+      nnx_kwargs={'in_features': features(name), 'units': 3, 'rngs': None},
+      ints=('in_features', 'units'),
+      bools=RECURRENT_BOOLS + extra_bools,
+      initializers=('kernel_init', 'recurrent_kernel_init', 'bias_init'),
+      activation=True,
+      nnx_only=('in_features',),
+    )
+    for name, extra_bools in [
+      ('SimpleRNN', ()),
+      ('LSTM', ('unit_forget_bias',)),
+      ('GRU', ('reset_after',)),
+    ]
+  ],
+  Layer(
+    'Bidirectional',
+    linen={'layer': fd.LSTM(3)},
+    nnx_kwargs={
+      'layer': fd.nnx.LSTM(features('Bidirectional'), 3, rngs=nnx.Rngs(0)),
+      'rngs': None,
+    },
+  ),
 ]
 for _layer in LAYERS:  # layers whose NNX arguments are the linen fields
   if not _layer.nnx and _layer.linen:
     _layer.nnx = dict(_layer.linen)
 BY_NAME = {layer.name: layer for layer in LAYERS}
 APIS = ['linen', 'nnx']
+
+#: Layers of tests/cases.py that are not in LAYERS, and why.
+NOT_HERE = {
+  # flax's own nn.Dense and nnx.Linear: their arguments are Flax's.
+  'Dense',
+  # Containers of layers: their names and mask flows are fuzzed in
+  # tests/test_fuzz.py, their graphs checked in tests/test_keras_graph.py.
+  'KerasSequential',
+  'KerasFunctional',
+}
+
+
+def test_every_layer_of_the_case_table_is_here():
+  layers = {case.name for case in main_cases()}
+  missing = layers - NOT_HERE - set(BY_NAME)
+  assert not missing, f'add {sorted(missing)} to LAYERS (or to NOT_HERE)'
+  assert NOT_HERE <= layers, f'no case for {sorted(NOT_HERE - layers)}'
+  assert not NOT_HERE & set(BY_NAME), sorted(NOT_HERE & set(BY_NAME))
 
 
 def expect(error, layer, argument, api, **overrides):
@@ -339,6 +415,22 @@ def test_permute_dims(api, value, error):
 
 
 @pytest.mark.parametrize('api', APIS)
+@pytest.mark.parametrize(
+  'value,error',
+  [
+    (3, TypeError),
+    (True, TypeError),
+    (['sum'], TypeError),
+    ('max', ValueError),
+    ('SUM', ValueError),  # Keras's names are lower case
+  ],
+)
+def test_bidirectional_merge_mode(api, value, error):
+  layer = BY_NAME['Bidirectional']
+  expect(error, layer, 'merge_mode', api, merge_mode=value)
+
+
+@pytest.mark.parametrize('api', APIS)
 @pytest.mark.parametrize('value', [3, None, 'tanh'])
 def test_lambda_function_must_be_callable(api, value):
   expect(TypeError, BY_NAME['Lambda'], 'function', api, function=value)
@@ -387,7 +479,7 @@ def test_const_product_weights(api, weights, error):
     ('LocallyConnected1D', 'padding', 3, TypeError),
     ('LocallyConnected1D', 'padding', 'same', ValueError),
     ('LocallyConnected1D', 'kernel_size', (2, 2), ValueError),
-    ('LocallyConnected1D', 'kernel_size', 6, ValueError),  # > 5 steps
+    ('LocallyConnected1D', 'kernel_size', 8, ValueError),  # > 7 steps
     ('PerPositionDense', 'activity_regularizer', 0.1, TypeError),
   ],
 )
@@ -405,7 +497,7 @@ NUMPY_CASES = [
   ('MultiIODense', 'features', np.uint8(3)),
   ('RepeatVector', 'n', np.int64(2)),
   ('GlobalMaxPooling1D', 'keepdims', np.bool_(True)),
-  ('Reshape', 'target_shape', (np.int64(15),)),
+  ('Reshape', 'target_shape', (np.int64(20),)),
   ('Permute', 'dims', (np.int64(2), np.int32(1))),
   ('Masking', 'mask_value', np.float32(0.5)),
   ('ActivityRegularization', 'l2', np.float64(0.1)),

@@ -6,39 +6,40 @@ import keras
 import numpy as np
 import pytest
 from flax import nnx
-from test_recurrent import (
-  APIS,
-  BATCH,
-  FEATURES,
-  MASK,
-  UNITS,
-  WEIGHTS,
-  X,
-  _cotangents,
-  _loss,
-  assert_close,
-  keras_call,
-  keras_scope,
-)
 
 import flax_dense as fd
 
+APIS = ('linen', 'nnx')
+WEIGHTS = ('kernel', 'recurrent_kernel', 'bias')
+BATCH, STEPS, FEATURES, UNITS = 5, 6, 3, 4
+X = np.random.default_rng(0).normal(size=(BATCH, STEPS, FEATURES))
+X = X.astype(np.float32)
+# Rows: no padding, left, middle, right padding, everything masked.
+MASK = np.ones((BATCH, STEPS), bool)
+MASK[1, :2] = MASK[2, 2:4] = MASK[3, 4:] = MASK[4, :] = False
 MERGE_MODES = ('concat', 'sum', 'mul', 'ave', None)
 # return_sequences, return_state.
 FLAGS = ((True, False), (False, True), (True, True))
 
 
-def keras_bidirectional(name, merge_mode, **config):
-  layer = keras.layers.Bidirectional(
-    getattr(keras.layers, name)(UNITS, **config), merge_mode=merge_mode
-  )
-  with keras_scope():
-    layer.build((None, *X.shape[1:]))
-  rng = np.random.default_rng(1)
-  layer.set_weights(
-    [0.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
-  )
-  return layer
+@pytest.fixture
+def keras_bidirectional(keras_allowed):
+  """``keras_bidirectional(name, merge_mode, **config)``: a built Keras
+  Bidirectional over ``name`` with non-trivial random weights."""
+
+  def build(name, merge_mode, **config):
+    layer = keras.layers.Bidirectional(
+      getattr(keras.layers, name)(UNITS, **config), merge_mode=merge_mode
+    )
+    with keras_allowed():
+      layer.build((None, STEPS, FEATURES))
+    rng = np.random.default_rng(1)
+    layer.set_weights(
+      [0.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
+    )
+    return layer
+
+  return build
 
 
 def ours(api, name, merge_mode, **config):
@@ -81,21 +82,30 @@ def ours(api, name, merge_mode, **config):
   'flags', FLAGS, ids=lambda f: 'rs{:d}-st{:d}'.format(*f)
 )
 @pytest.mark.parametrize('merge_mode', MERGE_MODES)
-def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
+def test_lstm_matches_keras_with_masks(
+  api,
+  flags,
+  merge_mode,
+  keras_bidirectional,
+  keras_call,
+  keras_allowed,
+  linear_loss,
+  tree_close,
+):
   return_sequences, return_state = flags
   config = {'return_sequences': return_sequences, 'return_state': return_state}
   layer = keras_bidirectional('LSTM', merge_mode, **config)
   mask = jnp.asarray(MASK)
   probe = keras_call(layer, X, mask=mask)
-  cotangents = _cotangents(probe)
+  linear = linear_loss(probe)
   variables = [v.value for v in layer.trainable_variables]
   fixed = [v.value for v in layer.non_trainable_variables]
 
   def keras_loss(weights, x):
     outputs, _ = layer.stateless_call(weights, fixed, x, mask=mask)
-    return _loss(outputs, cotangents), outputs
+    return linear(outputs), outputs
 
-  with keras_scope():
+  with keras_allowed():
     (_, expected), expected_grads = jax.value_and_grad(
       keras_loss, argnums=(0, 1), has_aux=True
     )(variables, jnp.asarray(X))
@@ -103,7 +113,7 @@ def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
 
   def loss(weights, x):
     outputs = run(weights, x, mask)
-    return _loss(outputs, cotangents), outputs
+    return linear(outputs), outputs
 
   weights = [jnp.asarray(w) for w in layer.get_weights()]
   (_, actual), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
@@ -113,13 +123,15 @@ def test_lstm_matches_keras_with_masks(api, flags, merge_mode):
     assert isinstance(actual, tuple)
     outputs = 2 if merge_mode is None else 1
     assert len(actual) == outputs + (4 if return_state else 0)
-  assert_close(actual, expected)
-  assert_close(grads, expected_grads)
+  tree_close(actual, expected)
+  tree_close(grads, expected_grads)
 
 
 @pytest.mark.parametrize('api', APIS)
 @pytest.mark.parametrize('name', ['SimpleRNN', 'GRU'])
-def test_initial_state_matches_keras(api, name):
+def test_initial_state_matches_keras(
+  api, name, keras_bidirectional, keras_call, tree_close
+):
   config = {'return_sequences': True, 'return_state': True}
   layer = keras_bidirectional(name, 'concat', **config)
   rng = np.random.default_rng(5)
@@ -129,7 +141,7 @@ def test_initial_state_matches_keras(api, name):
   expected = keras_call(layer, X, initial_state=states, mask=MASK)
   run = ours(api, name, 'concat', **config)
   weights = [jnp.asarray(w) for w in layer.get_weights()]
-  assert_close(run(weights, X, jnp.asarray(MASK), states), expected)
+  tree_close(run(weights, X, jnp.asarray(MASK), states), expected)
 
 
 @pytest.mark.parametrize('api', APIS)
@@ -221,9 +233,9 @@ def test_dropout_reaches_both_layers(api):
     assert not np.allclose(on[half], again[half])
 
 
-def _dropping_keras_model(rate):
+def _dropping_keras_model(rate, keras_allowed):
   """Keras Bidirectional(LSTM) with input and recurrent dropout, then LSTM."""
-  with keras_scope():
+  with keras_allowed():
     model = keras.Sequential(
       [
         keras.Input(X.shape[1:]),
@@ -239,13 +251,15 @@ def _dropping_keras_model(rate):
 
 
 @pytest.mark.parametrize('rate', [0.0, 0.5])
-def test_imported_bidirectional_drops_in_training_linen(rate):
+def test_imported_bidirectional_drops_in_training_linen(
+  rate, keras_allowed, keras_call, tree_close
+):
   # The container's deterministic reaches the two directions: off by
   # default (Keras's predict), on when training, and only if they drop.
-  model = _dropping_keras_model(rate)
+  model = _dropping_keras_model(rate, keras_allowed)
   module, variables = fd.from_keras(model)
   expected = keras_call(model, X)
-  assert_close(module.apply(variables, X), expected)
+  tree_close(module.apply(variables, X), expected)
 
   def train(seed):
     return module.apply(
@@ -260,18 +274,20 @@ def test_imported_bidirectional_drops_in_training_linen(rate):
     assert not np.allclose(train(0), train(1), atol=1e-4)
     np.testing.assert_array_equal(train(0), train(0))
   else:
-    assert_close(train(0), expected)
+    tree_close(train(0), expected)
 
 
-def test_imported_bidirectional_drops_in_training_nnx():
-  model = _dropping_keras_model(0.5)
+def test_imported_bidirectional_drops_in_training_nnx(
+  keras_allowed, keras_call, tree_close
+):
+  model = _dropping_keras_model(0.5, keras_allowed)
   expected = keras_call(model, X)
   layers = fd.from_keras(model, api='nnx', rngs=nnx.Rngs(dropout=0))
   # Converted from the linen model too: both start in eval mode.
   module, variables = fd.from_keras(model)
   converted = fd.nnx.from_linen(module, variables, rngs=nnx.Rngs(dropout=0))
   for twin in (layers, converted):
-    assert_close(twin(X), expected)
+    tree_close(twin(X), expected)
     bidirectional = twin.layers[0]
     assert bidirectional.forward_layer.deterministic
     assert bidirectional.backward_layer.deterministic
@@ -283,12 +299,12 @@ def test_imported_bidirectional_drops_in_training_nnx():
     assert not np.allclose(on, expected, atol=1e-4)
     assert not np.allclose(on, other, atol=1e-4)
     np.testing.assert_array_equal(on, again)
-    assert_close(twin(X), expected)  # the override lasted one call
+    tree_close(twin(X), expected)  # the override lasted one call
     twin.train()
     assert not np.allclose(twin(X), expected, atol=1e-4)
 
 
-def test_nnx_call_keys_are_split_between_the_directions():
+def test_nnx_call_keys_are_split_between_the_directions(tree_close):
   layer = fd.nnx.Bidirectional(
     fd.nnx.LSTM(FEATURES, UNITS, dropout=0.5, rngs=nnx.Rngs(0)),
     merge_mode=None,
@@ -297,8 +313,8 @@ def test_nnx_call_keys_are_split_between_the_directions():
   key = jax.random.key(5)
   forward_key, backward_key = jax.random.split(key)
   forward, backward = layer(X, rngs=key)
-  assert_close(forward, layer.forward_layer(X, rngs=forward_key))
-  assert_close(
+  tree_close(forward, layer.forward_layer(X, rngs=forward_key))
+  tree_close(
     backward,
     layer.backward_layer(X, zero_output_for_mask=False, rngs=backward_key),
   )

@@ -1,4 +1,10 @@
-"""Tests of fd.checkpoint: bit-exact round trips, atomic saves, clear errors."""
+"""Tests of fd.checkpoint: bit-exact round trips, atomic saves, clear errors.
+
+Linen variables and NNX state (the ``api`` fixture) round-trip bit for bit,
+NNX state directly: ``save(path, nnx.state(model))`` then ``restore(path,
+target=nnx.state(other))`` and ``nnx.update(other, restored)``, with no
+conversion to pure dicts.
+"""
 
 import contextlib
 import os
@@ -15,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from flax.training import train_state
 
 import flax_dense as fd
@@ -27,6 +34,30 @@ class Model(nn.Module):
   def __call__(self, x):
     y = fd.PerPositionDense(3)(x)
     return fd.ConstProduct(weights=[0.5, 2.0, 4.0])(y)
+
+
+BATCH, POSITIONS, FEATURES, CLASSES = 4, 5, 4, 3
+# One transformation for every optimizer: a new one is new static data of
+# the optimizer, so nnx.jit would compile the step again for each.
+ADAM = optax.adam(1e-2)
+
+
+class NnxModel(nnx.Module):
+  """Trained weights, frozen constants, a dropout's rng state, bfloat16."""
+
+  def __init__(self, rngs, positions=POSITIONS):
+    self.dense = fd.nnx.PerPositionDense(
+      positions, FEATURES, CLASSES, rngs=rngs
+    )
+    self.dropout = fd.nnx.Dropout(0.5, rngs=rngs)
+    self.product = fd.nnx.ConstProduct(CLASSES, weights=[0.5, 2.0, 4.0])
+    self.half = fd.nnx.ConstProduct(
+      CLASSES, trainable=True, param_dtype=jnp.bfloat16, rngs=rngs
+    )
+
+  def __call__(self, x):
+    y = self.dropout(self.dense(x))
+    return self.product(y) + self.half(y)
 
 
 def exact(leaf):
@@ -51,6 +82,28 @@ def assert_identical(restored, saved):
   )
 
 
+def batch(step):
+  rng = np.random.default_rng(step)
+  x = rng.standard_normal((BATCH, POSITIONS, FEATURES), np.float32)
+  y = rng.standard_normal((BATCH, POSITIONS, 1), np.float32)
+  return x, y
+
+
+@nnx.jit
+def train_step(model, optimizer, x, y):
+  def loss_fn(model):
+    return jnp.mean((model(x) - y) ** 2)
+
+  loss, grads = nnx.value_and_grad(loss_fn)(model)
+  optimizer.update(model, grads)
+  return loss
+
+
+def make(seed):
+  model = NnxModel(nnx.Rngs(seed))
+  return model, nnx.Optimizer(model, ADAM, wrt=nnx.Param)
+
+
 @pytest.fixture
 def state(key):
   """Variables of every collection, an optax state, and odd dtypes."""
@@ -71,44 +124,90 @@ def state(key):
   }
 
 
-def test_round_trip_is_bit_exact(tmp_path, state):
-  fd.checkpoint.save(tmp_path, state)
-  restored = fd.checkpoint.restore(tmp_path, target=state)
-  assert set(restored['variables']) == {'params', 'constants'}
-  assert isinstance(restored['opt_state'][0], optax.ScaleByAdamState)
-  assert_identical(restored, state)
+def test_model_state_round_trip_is_bit_exact(api, tmp_path, state):
+  if api == 'linen':
+    fd.checkpoint.save(tmp_path, state)
+    restored = fd.checkpoint.restore(tmp_path, target=state)
+    assert set(restored['variables']) == {'params', 'constants'}
+    assert isinstance(restored['opt_state'][0], optax.ScaleByAdamState)
+    assert_identical(restored, state)
+    return
+  model = NnxModel(nnx.Rngs(0))
+  model(batch(0)[0])  # one dropout draw: the rng count is 1
+  fd.checkpoint.save(tmp_path, nnx.state(model))
+  other = NnxModel(nnx.Rngs(5))
+  assert exact(other.dense.kernel[...]) != exact(model.dense.kernel[...])
+  restored = fd.checkpoint.restore(tmp_path, target=nnx.state(other))
+  assert isinstance(restored, nnx.State)
+  nnx.update(other, restored)
+  assert_identical(nnx.state(other), nnx.state(model))
+  # The variable types survive: frozen weights stay constants.
+  assert isinstance(other.product.kernel, fd.nnx.Constant)
+  assert isinstance(other.half.kernel, nnx.Param)
+  assert other.half.kernel[...].dtype == jnp.bfloat16
+  assert int(other.dropout.rngs.count[...]) == 1
+  x = batch(1)[0]
+  np.testing.assert_array_equal(other(x), model(x))  # the same next draw
 
 
-def test_abstract_target_and_no_target(tmp_path, state):
-  fd.checkpoint.save(tmp_path, state)
-  abstract = jax.eval_shape(lambda: state)
-  assert_identical(fd.checkpoint.restore(tmp_path, target=abstract), state)
-  raw = fd.checkpoint.restore(tmp_path)
-  # Without a target: dicts, lists for tuples, None for empty optax states.
-  assert raw['opt_state'][1] is None
-  assert_identical(raw['opt_state'][0]['mu'], state['opt_state'][0].mu)
-  assert_identical(raw['variables'], state['variables'])
-  assert_identical(raw['odd'], state['odd'])
+def test_restore_into_an_abstract_target(api, tmp_path, state):
+  if api == 'linen':
+    fd.checkpoint.save(tmp_path, state)
+    abstract = jax.eval_shape(lambda: state)
+    assert_identical(fd.checkpoint.restore(tmp_path, target=abstract), state)
+    raw = fd.checkpoint.restore(tmp_path)
+    # Without a target: dicts, lists for tuples, None for empty optax states.
+    assert raw['opt_state'][1] is None
+    assert_identical(raw['opt_state'][0]['mu'], state['opt_state'][0].mu)
+    assert_identical(raw['variables'], state['variables'])
+    assert_identical(raw['odd'], state['odd'])
+    return
+  model = NnxModel(nnx.Rngs(0))
+  fd.checkpoint.save(tmp_path, nnx.state(model))
+  # Shapes only: no weights drawn just to be overwritten.
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: NnxModel(nnx.Rngs(5))))
+  restored = fd.checkpoint.restore(tmp_path, target=abstract)
+  assert_identical(nnx.state(nnx.merge(graphdef, restored)), nnx.state(model))
 
 
-def test_train_state_round_trip(tmp_path, key):
-  model = fd.PerPositionDense(3)
-  x = jnp.ones((2, 5, 4))
-  params = model.init(key, x)['params']
-  optimizer = optax.adam(1e-2)
-  trained = train_state.TrainState.create(
-    apply_fn=model.apply, params=params, tx=optimizer
+def test_optimizer_state_round_trip_is_bit_exact(api, tmp_path, key):
+  if api == 'linen':
+    model = fd.PerPositionDense(3)
+    x = jnp.ones((2, 5, 4))
+    params = model.init(key, x)['params']
+    optimizer = optax.adam(1e-2)
+    trained = train_state.TrainState.create(
+      apply_fn=model.apply, params=params, tx=optimizer
+    )
+    grads = jax.tree.map(jnp.ones_like, params)
+    trained = trained.apply_gradients(grads=grads)
+    fd.checkpoint.save(tmp_path, trained)
+    fresh = train_state.TrainState.create(
+      apply_fn=model.apply, params=params, tx=optimizer
+    )
+    restored = fd.checkpoint.restore(tmp_path, target=fresh)
+    assert isinstance(restored, train_state.TrainState)
+    assert int(restored.step) == 1
+    assert_identical(restored, trained)
+    return
+  model, optimizer = make(0)
+  for step in range(2):
+    train_step(model, optimizer, *batch(step))
+  saved = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+  fd.checkpoint.save(tmp_path, saved)
+  other, other_optimizer = make(5)
+  restored = fd.checkpoint.restore(
+    tmp_path,
+    target={'model': nnx.state(other), 'optimizer': nnx.state(other_optimizer)},
   )
-  grads = jax.tree.map(jnp.ones_like, params)
-  trained = trained.apply_gradients(grads=grads)
-  fd.checkpoint.save(tmp_path, trained)
-  fresh = train_state.TrainState.create(
-    apply_fn=model.apply, params=params, tx=optimizer
-  )
-  restored = fd.checkpoint.restore(tmp_path, target=fresh)
-  assert isinstance(restored, train_state.TrainState)
-  assert int(restored.step) == 1
-  assert_identical(restored, trained)
+  nnx.update(other, restored['model'])
+  nnx.update(other_optimizer, restored['optimizer'])
+  assert int(other_optimizer.step[...]) == 2
+  adam = other_optimizer.opt_state[0]
+  assert isinstance(adam, optax.ScaleByAdamState)
+  assert np.abs(np.asarray(adam.mu['dense']['kernel'][...])).max() > 0
+  assert_identical(nnx.state(other), saved['model'])
+  assert_identical(nnx.state(other_optimizer), saved['optimizer'])
 
 
 def test_partitioned_variables_are_saved_unboxed(tmp_path, key):
@@ -131,17 +230,64 @@ def test_versions_keep_only_the_newest(tmp_path):
   np.testing.assert_array_equal(restored['w'], 7.0)
 
 
-def test_restore_into_other_shapes_names_the_variable(tmp_path, key):
-  variables = fd.PerPositionDense(3).init(key, jnp.ones((2, 5, 4)))
-  fd.checkpoint.save(tmp_path, variables)
-  other = fd.PerPositionDense(3).init(key, jnp.ones((2, 6, 4)))
+def test_restore_into_other_shapes_names_the_variable(api, tmp_path, key):
+  if api == 'linen':
+    variables = fd.PerPositionDense(3).init(key, jnp.ones((2, 5, 4)))
+    fd.checkpoint.save(tmp_path, variables)
+    other = fd.PerPositionDense(3).init(key, jnp.ones((2, 6, 4)))
+    with pytest.raises(
+      ValueError,
+      match=r'variable params/bias has shape \(5, 3\) in the checkpoint but'
+      r' \(6, 3\) in the target; variable params/kernel has shape \(5, 4, 3\)'
+      r' in the checkpoint but \(6, 4, 3\) in the target',
+    ):
+      fd.checkpoint.restore(tmp_path, target=other)
+    return
+  fd.checkpoint.save(tmp_path, nnx.state(NnxModel(nnx.Rngs(0))))
+  other = NnxModel(nnx.Rngs(0), positions=POSITIONS + 1)
   with pytest.raises(
     ValueError,
-    match=r'variable params/bias has shape \(5, 3\) in the checkpoint but'
-    r' \(6, 3\) in the target; variable params/kernel has shape \(5, 4, 3\)'
-    r' in the checkpoint but \(6, 4, 3\) in the target',
+    match=r'variable dense/bias\S* has shape \(5, 3\) in the checkpoint but'
+    r' \(6, 3\) in the target; variable dense/kernel\S* has shape'
+    r' \(5, 4, 3\) in the checkpoint but \(6, 4, 3\) in the target',
   ):
-    fd.checkpoint.restore(tmp_path, target=other)
+    fd.checkpoint.restore(tmp_path, target=nnx.state(other))
+
+
+@pytest.mark.parametrize('interrupted_at', [1, 3])
+def test_nnx_resume_is_bit_exact(tmp_path, interrupted_at):
+  steps = 5
+  model, optimizer = make(0)
+  for step in range(steps):
+    train_step(model, optimizer, *batch(step))
+
+  resumed, resumed_optimizer = make(0)
+  for step in range(interrupted_at):
+    train_step(resumed, resumed_optimizer, *batch(step))
+  fd.checkpoint.save(
+    tmp_path,
+    {'model': nnx.state(resumed), 'optimizer': nnx.state(resumed_optimizer)},
+    step=interrupted_at,
+  )
+  del resumed, resumed_optimizer  # the run dies here
+
+  # A new process: fresh objects, other seeds, everything from the file.
+  fresh, fresh_optimizer = make(7)
+  start = fd.checkpoint.latest_step(tmp_path)
+  assert start == interrupted_at
+  restored = fd.checkpoint.restore(
+    tmp_path,
+    target={'model': nnx.state(fresh), 'optimizer': nnx.state(fresh_optimizer)},
+  )
+  nnx.update(fresh, restored['model'])
+  nnx.update(fresh_optimizer, restored['optimizer'])
+  for step in range(start, steps):
+    train_step(fresh, fresh_optimizer, *batch(step))
+
+  # Params, constants, dropout rng state and Adam state: bit for bit.
+  assert_identical(nnx.state(fresh), nnx.state(model))
+  assert_identical(nnx.state(fresh_optimizer), nnx.state(optimizer))
+  assert int(fresh.dropout.rngs.count[...]) == steps
 
 
 def test_restore_with_other_variables_or_dtypes(tmp_path, key):

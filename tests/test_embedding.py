@@ -6,7 +6,6 @@ import keras
 import numpy as np
 import pytest
 from flax import nnx
-from test_recurrent import keras_scope
 
 import flax_dense as fd
 
@@ -29,9 +28,9 @@ def build(api, input_dim=10, output_dim=3, **config):
 
 
 @pytest.mark.parametrize('api', APIS)
-def test_lookup_and_mask_match_keras(api):
+def test_lookup_and_mask_match_keras(api, keras_allowed):
   keras_layer = keras.layers.Embedding(10, 3, mask_zero=True)
-  with keras_scope():
+  with keras_allowed():
     keras_layer.build((None, 4))
     expected = keras_layer(IDS)
     expected_mask = keras_layer.compute_mask(IDS)

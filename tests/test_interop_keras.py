@@ -1,4 +1,11 @@
-"""fd.from_keras and fd.keras_weights_to_params against Keras 3 itself."""
+"""fd.from_keras and fd.keras_weights_to_params against Keras 3 itself.
+
+Keras models imported on either front end (the ``api`` fixture): the same
+outputs as Keras in inference, with Keras's parameter counts; masks flowing
+as in Keras; frozen layers as constants that training leaves alone;
+dropout only in training; activity penalties as Keras's ``model.losses``.
+An NNX import has the linen import's variables and computes the same.
+"""
 
 import sys
 
@@ -6,7 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from cases import pad, random
+from flax import nnx
 
 import flax_dense as fd
 
@@ -18,53 +28,61 @@ layers = keras.layers
 pytestmark = pytest.mark.filterwarnings('ignore:Layer .* does not support')
 
 
-def keras_allowed():
-  """Keras's own code relies on implicit rank promotion."""
-  return jax.numpy_rank_promotion('allow')
-
-
-def random(shape, seed=0):
-  return np.random.default_rng(seed).normal(size=shape).astype('float32')
-
-
-def build(make_model, seed=0):
-  """Builds a Keras model and gives it random weights, biases included."""
-  with keras_allowed():
-    model = make_model()
-  rng = np.random.default_rng(seed)
-  model.set_weights(
-    [rng.normal(size=w.shape).astype('float32') for w in model.get_weights()]
-  )
-  return model
-
-
-def keras_output(model, x):
-  with keras_allowed():
-    return np.asarray(model(x, training=False))
-
-
 def padded(shape, mask_value=0.0, seed=0):
   """Sequences ``(B, T, F)`` with trailing padded steps, none fully padded."""
-  x = random(shape, seed)
-  lengths = np.random.default_rng(seed).integers(1, shape[1] + 1, shape[0])
-  lengths[0] = max(1, shape[1] - 2)  # at least two padded steps
-  for row, length in enumerate(lengths):
-    x[row, length:] = mask_value
-  return x
+  return pad(random(shape, seed), mask_value, seed)
 
 
-def assert_imported(model, x, rtol=1e-5, atol=1e-5):
-  """from_keras(model) computes model(x), with Keras's param counts."""
-  module, variables = fd.from_keras(model)
-  np.testing.assert_allclose(
-    module.apply(variables, x), keras_output(model, x), rtol=rtol, atol=atol
-  )
-  info = fd.summary(module, x)
-  trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-  assert info.total_params == model.count_params()
-  assert info.trainable_params == trainable
-  assert info.non_trainable_params == model.count_params() - trainable
-  return module, variables
+@pytest.fixture
+def keras_output(keras_allowed):
+  """``keras_output(model, x)``: the Keras model's inference output."""
+
+  def output(model, x):
+    with keras_allowed():
+      return np.asarray(model(x, training=False))
+
+  return output
+
+
+@pytest.fixture
+def assert_imported(keras_output):
+  """``assert_imported(model, x, api='linen', rngs=None)`` checks that
+  ``fd.from_keras(model, api=api)`` computes ``model(x)``.
+
+  Linen: with Keras's parameter counts. NNX: as the linen import does, with
+  its names and mask flow, and back to linen with its variables.
+
+  Returns ``(call, imported, variables)``: ``call(x)`` runs the import in
+  inference, ``imported`` is the linen module or the NNX model, and
+  ``variables`` those of the linen import.
+  """
+
+  def check(model, x, api='linen', rngs=None, rtol=1e-5, atol=1e-5):
+    module, variables = fd.from_keras(model)
+    expected = keras_output(model, x)
+    if api == 'linen':
+      np.testing.assert_allclose(
+        module.apply(variables, x), expected, rtol=rtol, atol=atol
+      )
+      info = fd.summary(module, x)
+      trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+      assert info.total_params == model.count_params()
+      assert info.trainable_params == trainable
+      assert info.non_trainable_params == model.count_params() - trainable
+      return (lambda x: module.apply(variables, x)), module, variables
+    nnx_model = fd.from_keras(model, api='nnx', rngs=rngs)
+    assert isinstance(nnx_model, fd.nnx.KerasSequential)
+    np.testing.assert_allclose(nnx_model(x), expected, rtol=rtol, atol=atol)
+    np.testing.assert_array_equal(nnx_model(x), module.apply(variables, x))
+    assert nnx_model.names == module.names
+    assert nnx_model.mask_flow == module.mask_flow
+    # Back to linen: the linen import's variables.
+    _, back = fd.nnx.to_linen(nnx_model)
+    assert jax.tree.structure(back) == jax.tree.structure(variables)
+    jax.tree.map(np.testing.assert_array_equal, back, variables)
+    return nnx_model, nnx_model, variables
+
+  return check
 
 
 def sequential(*stack):
@@ -141,12 +159,14 @@ MODELS = {
 
 
 @pytest.mark.parametrize('name', sorted(MODELS))
-def test_sequential_models_match_keras(name):
+def test_sequential_models_match_keras(name, api, keras_model, assert_imported):
   make_model, shape = MODELS[name]
-  assert_imported(build(make_model), random(shape, seed=1))
+  assert_imported(keras_model(make_model), random(shape, seed=1), api)
 
 
-def test_functional_chain_matches_keras():
+def test_functional_chain_matches_keras_under_jit(
+  api, keras_model, keras_output, assert_imported
+):
   def make_model():
     inputs = keras.Input((4, 3), name='tokens')
     hidden = layers.Dense(5, activation='selu', name='hidden')(inputs)
@@ -156,24 +176,31 @@ def test_functional_chain_matches_keras():
     )(hidden)
     return keras.Model(inputs, outputs)
 
-  model, x = build(make_model), random((3, 4, 3))
-  module, variables = assert_imported(model, x)
+  model, x = keras_model(make_model), random((3, 4, 3))
+  _, imported, variables = assert_imported(model, x, api)
+  if api == 'linen':
+    jitted = jax.jit(imported.apply)(variables, x)
+  else:
+    jitted = nnx.jit(lambda m, x: m(x))(imported, x)
   np.testing.assert_allclose(
-    jax.jit(module.apply)(variables, x),
-    keras_output(model, x),
-    rtol=1e-5,
-    atol=1e-5,
+    jitted, keras_output(model, x), rtol=1e-5, atol=1e-5
   )
-  assert module.names[0] == 'hidden'
-  assert jax.tree.map(jnp.shape, variables['params']['hidden']) == {
-    'bias': (5,),
-    'kernel': (3, 5),
-  }
+  assert imported.names[0] == 'hidden'
+  if api == 'linen':
+    assert jax.tree.map(jnp.shape, variables['params']['hidden']) == {
+      'bias': (5,),
+      'kernel': (3, 5),
+    }
+  else:
+    assert isinstance(imported.layers[0], nnx.Linear)
+    assert isinstance(imported.layers[-1], fd.nnx.PerPositionDense)
 
 
 @pytest.mark.parametrize('mask_value', [0.0, -1.0])
 @pytest.mark.parametrize('functional', [False, True])
-def test_mask_flows_from_masking_to_pooling(mask_value, functional):
+def test_mask_flows_from_masking_to_pooling(
+  mask_value, functional, api, keras_model, keras_allowed, assert_imported
+):
   stack = [
     layers.Masking(mask_value),
     layers.Dense(4, activation='tanh'),
@@ -194,10 +221,10 @@ def test_mask_flows_from_masking_to_pooling(mask_value, functional):
       outputs = layer(outputs)
     return keras.Model(inputs, outputs)
 
-  model = build(make_model)
+  model = keras_model(make_model)
   x = padded((4, 6, 2), mask_value)
-  module, _ = assert_imported(model, x)
-  assert module.mask_flow == (
+  call, imported, _ = assert_imported(model, x, api)
+  assert imported.mask_flow == (
     'compute',
     *('propagate',) * 7,  # dense_activation too
     'consume',
@@ -205,7 +232,7 @@ def test_mask_flows_from_masking_to_pooling(mask_value, functional):
   # The padded steps really are left out of the mean.
   with keras_allowed():
     unmasked = keras.Sequential(stack[1:])(x)
-  assert not np.allclose(keras_output(model, x), unmasked, atol=1e-3)
+  assert not np.allclose(call(x), unmasked, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -218,8 +245,10 @@ def test_mask_flows_from_masking_to_pooling(mask_value, functional):
   ],
   ids=['EinsumDense', 'Reshape', 'Permute'],
 )
-def test_layers_without_masking_drop_the_mask(dropping_layer):
-  model = build(
+def test_layers_without_masking_drop_the_mask(
+  dropping_layer, api, keras_model, assert_imported
+):
+  model = keras_model(
     sequential(
       keras.Input((6, 2)),
       layers.Masking(),
@@ -227,12 +256,14 @@ def test_layers_without_masking_drop_the_mask(dropping_layer):
       layers.GlobalAveragePooling1D(),
     )
   )
-  module, _ = assert_imported(model, padded((3, 6, 2)))
-  assert module.mask_flow[1:] == ('drop', 'consume')
+  _, imported, _ = assert_imported(model, padded((3, 6, 2)), api)
+  assert imported.mask_flow[1:] == ('drop', 'consume')
 
 
-def test_activity_regularizers_match_keras_losses():
-  model = build(
+def test_activity_regularizers_match_keras_losses(
+  api, keras_model, keras_allowed, assert_imported
+):
+  model = keras_model(
     sequential(
       keras.Input((4,)),
       layers.Dense(
@@ -243,8 +274,8 @@ def test_activity_regularizers_match_keras_losses():
     )
   )
   x = random((5, 4))
-  module, variables = assert_imported(model, x)
-  assert module.names == (
+  _, imported, variables = assert_imported(model, x, api)
+  assert imported.names == (
     'a',
     'a_activity_regularizer',
     'b',
@@ -252,15 +283,26 @@ def test_activity_regularizers_match_keras_losses():
     'c_activation',
     'c_activity_regularizer',
   )
+  module, _ = fd.from_keras(model)
   _, state = module.apply(variables, x, mutable=['losses'])
+  if api == 'linen':
+    losses = state
+  else:
+    outputs, losses = nnx.capture(imported, fd.nnx.Loss)(x)
+    np.testing.assert_array_equal(outputs, imported(x))
+    np.testing.assert_allclose(
+      fd.collect_losses(losses), fd.collect_losses(state), rtol=1e-6
+    )
   with keras_allowed():
     model(x)
     expected = sum(np.asarray(loss) for loss in model.losses)
-  np.testing.assert_allclose(fd.collect_losses(state), expected, rtol=1e-5)
+  np.testing.assert_allclose(fd.collect_losses(losses), expected, rtol=1e-5)
 
 
-def test_frozen_layers_go_to_constants():
-  model = build(
+def test_frozen_layers_are_constants_that_training_leaves_alone(
+  api, keras_model, assert_imported
+):
+  model = keras_model(
     sequential(
       keras.Input((5, 3)),
       layers.Dense(4, name='frozen'),
@@ -268,31 +310,58 @@ def test_frozen_layers_go_to_constants():
     )
   )
   model.get_layer('frozen').trainable = False
-  module, variables = assert_imported(model, random((2, 5, 3)))
-  assert jax.tree.map(jnp.shape, variables) == {
-    'constants': {'frozen': {'bias': (4,), 'kernel': (3, 4)}},
-    'params': {'tail': {'bias': (5, 2), 'kernel': (5, 4, 2)}},
-  }
-  # Gradients reach only the trainable params.
-  grads = jax.grad(
-    lambda params: module.apply(
-      {**variables, 'params': params}, random((2, 5, 3))
-    ).sum()
-  )(variables['params'])
-  assert set(grads) == {'tail'}
-  # A training step that collects activity losses (mutable=['losses']) and
-  # init both keep the frozen weights in 'constants'.
   x = random((2, 5, 3))
-  outputs, state = module.apply(variables, x, mutable=['losses'])
-  np.testing.assert_array_equal(outputs, module.apply(variables, x))
-  assert state == {}
-  assert jax.tree.map(jnp.shape, module.init(jax.random.key(0), x)) == (
-    jax.tree.map(jnp.shape, variables)
+  _, imported, variables = assert_imported(model, x, api)
+  if api == 'linen':
+    module = imported
+    assert jax.tree.map(jnp.shape, variables) == {
+      'constants': {'frozen': {'bias': (4,), 'kernel': (3, 4)}},
+      'params': {'tail': {'bias': (5, 2), 'kernel': (5, 4, 2)}},
+    }
+    # Gradients reach only the trainable params.
+    grads = jax.grad(
+      lambda params: module.apply({**variables, 'params': params}, x).sum()
+    )(variables['params'])
+    assert set(grads) == {'tail'}
+    # A training step that collects activity losses (mutable=['losses'])
+    # and init both keep the frozen weights in 'constants'.
+    outputs, state = module.apply(variables, x, mutable=['losses'])
+    np.testing.assert_array_equal(outputs, module.apply(variables, x))
+    assert state == {}
+    assert jax.tree.map(jnp.shape, module.init(jax.random.key(0), x)) == (
+      jax.tree.map(jnp.shape, variables)
+    )
+    return
+  nnx_model = imported
+  frozen, tail = nnx_model.layers
+  assert isinstance(frozen.kernel, fd.nnx.Constant)
+  assert isinstance(frozen.bias, fd.nnx.Constant)
+  assert isinstance(tail.kernel, nnx.Param)
+  np.testing.assert_array_equal(
+    frozen.kernel[...], model.get_layer('frozen').get_weights()[0]
   )
+  constants = jax.tree.map(
+    np.array, nnx.to_pure_dict(nnx.state(nnx_model, fd.nnx.Constant))
+  )
+  tail_kernel = np.array(tail.kernel[...])
+
+  def loss(model, x):
+    return jnp.sum(model(x) ** 2)
+
+  grads = nnx.grad(loss, argnums=nnx.DiffState(0, nnx.Param))(nnx_model, x)
+  assert list(nnx.to_pure_dict(grads)['layers']) == [1]  # the tail only
+  optimizer = nnx.Optimizer(nnx_model, optax.sgd(0.1), wrt=nnx.Param)
+  optimizer.update(nnx_model, grads)
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    nnx.to_pure_dict(nnx.state(nnx_model, fd.nnx.Constant)),
+    constants,
+  )
+  assert not np.allclose(tail.kernel[...], tail_kernel)
 
 
-def test_keras_file_round_trip(tmp_path):
-  model = build(
+def test_keras_file_round_trip(api, tmp_path, keras_model, keras_output):
+  model = keras_model(
     sequential(
       keras.Input((5, 3)),
       layers.Masking(),
@@ -304,13 +373,19 @@ def test_keras_file_round_trip(tmp_path):
   path = tmp_path / 'model.keras'
   model.save(path)
   x = padded((3, 5, 3))
-  module, variables = fd.from_keras(str(path))
-  np.testing.assert_allclose(
-    module.apply(variables, x), keras_output(model, x), rtol=1e-5, atol=1e-5
-  )
-  # A pathlib.Path works as well.
-  _, same = fd.from_keras(path)
-  jax.tree.map(np.testing.assert_array_equal, same, variables)
+  # A str and a pathlib.Path.
+  imports = [fd.from_keras(source, api=api) for source in (str(path), path)]
+  for imported in imports:
+    if api == 'linen':
+      module, variables = imported
+      outputs = module.apply(variables, x)
+    else:
+      outputs = imported(x)
+    np.testing.assert_allclose(
+      outputs, keras_output(model, x), rtol=1e-5, atol=1e-5
+    )
+  if api == 'linen':
+    jax.tree.map(np.testing.assert_array_equal, imports[1][1], imports[0][1])
 
 
 # Keras cannot build 'threshold' from its name alone (it has no defaults),
@@ -319,28 +394,77 @@ def test_keras_file_round_trip(tmp_path):
 NOT_BY_NAME_IN_KERAS = {'threshold', 'sparsemax'}
 
 
-def test_every_activation_name_matches_keras():
+def test_every_activation_name_matches_keras(keras_model, assert_imported):
   x = 3 * random((2, 8))  # an even last axis, for glu
   for name in sorted(set(fd.KERAS_ACTIVATIONS) - NOT_BY_NAME_IN_KERAS):
-    model = build(sequential(keras.Input((8,)), layers.Activation(name)))
+    model = keras_model(sequential(keras.Input((8,)), layers.Activation(name)))
     assert_imported(model, x)
 
 
-def test_training_mode_applies_dropout():
-  model = build(
+def test_dropout_is_on_only_in_training(api, keras_model, assert_imported):
+  model = keras_model(
     sequential(keras.Input((8,)), layers.Dense(16), layers.Dropout(0.5))
   )
-  module, variables = fd.from_keras(model)
   x = random((4, 8))
-  y = module.apply(
-    variables, x, deterministic=False, rngs={'dropout': jax.random.key(0)}
-  )
-  inference = module.apply(variables, x)
-  dropped = np.asarray(y) == 0
+  if api == 'linen':
+    module, variables = fd.from_keras(model)
+    y = module.apply(
+      variables, x, deterministic=False, rngs={'dropout': jax.random.key(0)}
+    )
+    inference = module.apply(variables, x)
+    dropped = np.asarray(y) == 0
+    assert 0 < dropped.mean() < 1
+    np.testing.assert_allclose(
+      np.asarray(y)[~dropped], 2 * np.asarray(inference)[~dropped], rtol=1e-6
+    )
+    return
+  _, nnx_model, _ = assert_imported(model, x, api, rngs=nnx.Rngs(dropout=0))
+  inference = np.asarray(nnx_model(x))
+  assert nnx_model.layers[1].deterministic is True
+  nnx_model.train()
+  first, second = np.asarray(nnx_model(x)), np.asarray(nnx_model(x))
+  dropped = first == 0
   assert 0 < dropped.mean() < 1
   np.testing.assert_allclose(
-    np.asarray(y)[~dropped], 2 * np.asarray(inference)[~dropped], rtol=1e-6
+    first[~dropped], 2 * inference[~dropped], rtol=1e-6
   )
+  assert not np.array_equal(first, second)  # the stream moves on
+  # A key for one call instead of the layers' own streams.
+  key = jax.random.key(4)
+  np.testing.assert_array_equal(nnx_model(x, rngs=key), nnx_model(x, rngs=key))
+  np.testing.assert_array_equal(nnx_model(x, deterministic=True), inference)
+  nnx_model.eval()
+  np.testing.assert_array_equal(nnx_model(x), inference)
+
+
+def test_nnx_training_without_rngs_asks_for_them(keras_model):
+  model = keras_model(sequential(keras.Input((8,)), layers.Dropout(0.5)))
+  nnx_model = fd.from_keras(model, api='nnx')
+  nnx_model.train()
+  with pytest.raises(ValueError, match=r'^Dropout: dropout needs random keys'):
+    nnx_model(random((2, 8)))
+  assert nnx_model(random((2, 8)), rngs=jax.random.key(0)).shape == (2, 8)
+
+
+def test_api_and_rngs_errors(keras_model):
+  model = keras_model(sequential(keras.Input((3,)), layers.Dense(2)))
+  with pytest.raises(
+    ValueError,
+    match=r"^from_keras: api must be one of \('linen', 'nnx'\) \(the front"
+    r" end of the model it returns\), got 'NNX'.",
+  ):
+    fd.from_keras(model, api='NNX')
+  with pytest.raises(ValueError, match=r"^from_keras: rngs is for api='nnx'"):
+    fd.from_keras(model, rngs=nnx.Rngs(0))
+  with pytest.raises(
+    TypeError,
+    match=r'^from_keras: rngs must be an nnx.Rngs \(the streams of the'
+    r' dropout layers\) or None, got 0.',
+  ):
+    fd.from_keras(model, api='nnx', rngs=0)
+  # The api is checked before anything is read.
+  with pytest.raises(ValueError, match='api must be one of'):
+    fd.from_keras('missing.keras', api='jax')
 
 
 @pytest.mark.parametrize(
@@ -350,8 +474,10 @@ def test_training_mode_applies_dropout():
     (lambda: layers.Conv1D(3, 2, name='my_conv1d'), 'Conv1D'),
   ],
 )
-def test_uncovered_layer_is_an_error_naming_it(make_layer, class_name):
-  model = build(sequential(keras.Input((5, 3)), make_layer()))
+def test_uncovered_layer_is_an_error_naming_it(
+  make_layer, class_name, keras_model
+):
+  model = keras_model(sequential(keras.Input((5, 3)), make_layer()))
   name = model.layers[0].name
   with pytest.raises(ValueError) as error:
     fd.from_keras(model)
@@ -363,7 +489,7 @@ def test_uncovered_layer_is_an_error_naming_it(make_layer, class_name):
     assert covered in message
 
 
-def test_model_errors():
+def test_model_errors(keras_allowed):
   inputs = keras.Input((3,))
   with keras_allowed():
     branches = keras.Model(
@@ -424,8 +550,8 @@ def test_model_errors():
     ),
   ],
 )
-def test_uncovered_options_are_errors(make_layer, match):
-  model = build(sequential(keras.Input((5, 3)), make_layer()))
+def test_uncovered_options_are_errors(make_layer, match, keras_model):
+  model = keras_model(sequential(keras.Input((5, 3)), make_layer()))
   with pytest.raises(ValueError, match=match):
     fd.from_keras(model)
 

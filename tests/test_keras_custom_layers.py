@@ -147,9 +147,9 @@ DOCS = ROOT / 'docs' / 'keras_import.md'
 def coverage_table():
   """The table of docs/keras_import.md, made from the converter registry.
 
-  Paste its output between the ``layers`` markers of the docs when a
-  converter is added; from ``tests/``: ``KERAS_BACKEND=jax python -c
-  "import test_keras_custom_layers as t; print(t.coverage_table())"``.
+  Paste it between the ``layers`` markers of the docs when a converter is
+  added: test_docs_table_is_what_the_registry_generates prints it when the
+  docs differ.
   """
   rows = ['| Keras layer | becomes |', '| --- | --- |']
   for name in sorted(COVERED):

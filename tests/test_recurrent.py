@@ -1,7 +1,5 @@
 """SimpleRNN, LSTM and GRU against Keras 3, for linen and NNX."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import keras
@@ -48,25 +46,22 @@ X = np.random.default_rng(0).normal(size=(BATCH, STEPS, FEATURES))
 X = X.astype(np.float32)
 
 
-# Keras's own code broadcasts ranks, which the tests' config refuses.
-keras_scope = functools.partial(jax.numpy_rank_promotion, 'allow')
+@pytest.fixture
+def keras_layer(keras_allowed):
+  """``keras_layer(name, **config)``: a built Keras layer with non-trivial
+  random weights."""
 
+  def build(name, **config):
+    layer = getattr(keras.layers, name)(UNITS, **config)
+    with keras_allowed():
+      layer.build((None, STEPS, FEATURES))
+    rng = np.random.default_rng(1)
+    layer.set_weights(
+      [0.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
+    )
+    return layer
 
-def keras_call(layer, *args, **kwargs):
-  with keras_scope():
-    return layer(*args, **kwargs)
-
-
-def keras_layer(name, **config):
-  """A built Keras layer with non-trivial random weights."""
-  layer = getattr(keras.layers, name)(UNITS, **config)
-  with keras_scope():
-    layer.build((None, STEPS, FEATURES))
-  rng = np.random.default_rng(1)
-  layer.set_weights(
-    [0.5 * rng.normal(size=w.shape) for w in layer.get_weights()]
-  )
-  return layer
+  return build
 
 
 def ours(api, name, in_features=FEATURES, **config):
@@ -94,44 +89,29 @@ def weights_of(layer):
   return dict(zip(WEIGHTS, layer.get_weights(), strict=False))
 
 
-def _cotangents(outputs):
-  rng = np.random.default_rng(2)
-  return [rng.normal(size=np.shape(leaf)) for leaf in jax.tree.leaves(outputs)]
+@pytest.fixture
+def keras_values_and_grads(keras_allowed):
+  """``keras_values_and_grads(layer, x, mask, linear, initial_state=None)``:
+  Keras's outputs and the gradients of the fixed linear loss ``linear``."""
 
+  def run(layer, x, mask, linear, initial_state=None):
+    weights = [v.value for v in layer.trainable_variables]
+    fixed = [v.value for v in layer.non_trainable_variables]
 
-def _loss(outputs, cotangents):
-  return sum(
-    jnp.sum(leaf * c)
-    for leaf, c in zip(jax.tree.leaves(outputs), cotangents, strict=True)
-  )
+    def loss(weights, x):
+      kwargs = {'mask': None if mask is None else jnp.asarray(mask)}
+      if initial_state is not None:
+        kwargs['initial_state'] = initial_state
+      outputs, _ = layer.stateless_call(weights, fixed, x, **kwargs)
+      return linear(outputs), outputs
 
+    with keras_allowed():
+      (_, outputs), grads = jax.value_and_grad(
+        loss, argnums=(0, 1), has_aux=True
+      )(weights, jnp.asarray(x))
+    return outputs, dict(zip(WEIGHTS, grads[0], strict=False)), grads[1]
 
-def keras_values_and_grads(layer, x, mask, cotangents, initial_state=None):
-  """Keras's outputs and the gradients of a fixed linear loss."""
-  weights = [v.value for v in layer.trainable_variables]
-  fixed = [v.value for v in layer.non_trainable_variables]
-
-  def loss(weights, x):
-    kwargs = {'mask': None if mask is None else jnp.asarray(mask)}
-    if initial_state is not None:
-      kwargs['initial_state'] = initial_state
-    outputs, _ = layer.stateless_call(weights, fixed, x, **kwargs)
-    return _loss(outputs, cotangents), outputs
-
-  with keras_scope():
-    (_, outputs), grads = jax.value_and_grad(
-      loss, argnums=(0, 1), has_aux=True
-    )(weights, jnp.asarray(x))
-  return outputs, dict(zip(WEIGHTS, grads[0], strict=False)), grads[1]
-
-
-def assert_close(actual, expected):
-  actual, expected = jax.tree.leaves(actual), jax.tree.leaves(expected)
-  assert len(actual) == len(expected)
-  for a, e in zip(actual, expected, strict=True):
-    np.testing.assert_allclose(
-      np.asarray(a), np.asarray(e), rtol=1e-5, atol=2e-6
-    )
+  return run
 
 
 @pytest.mark.parametrize('api', APIS)
@@ -141,7 +121,16 @@ def assert_close(actual, expected):
 )
 @pytest.mark.parametrize(('name', 'config'), KINDS, ids=KIND_IDS)
 def test_outputs_states_and_gradients_match_keras(
-  api, masked, flags, name, config
+  api,
+  masked,
+  flags,
+  name,
+  config,
+  keras_layer,
+  keras_call,
+  keras_values_and_grads,
+  linear_loss,
+  tree_close,
 ):
   return_sequences, return_state, go_backwards = flags
   config = dict(
@@ -153,16 +142,16 @@ def test_outputs_states_and_gradients_match_keras(
   layer = keras_layer(name, **config)
   mask = MASK if masked else None
   probe = keras_call(layer, X, mask=mask)
-  cotangents = _cotangents(probe)
+  linear = linear_loss(probe)
   expected, expected_grads, expected_x_grad = keras_values_and_grads(
-    layer, X, mask, cotangents
+    layer, X, mask, linear
   )
   run = ours(api, name, **config)
   params = {k: jnp.asarray(v) for k, v in weights_of(layer).items()}
 
   def loss(params, x):
     outputs = run(params, x, None if mask is None else jnp.asarray(mask))
-    return _loss(outputs, cotangents), outputs
+    return linear(outputs), outputs
 
   (_, outputs), (grads, x_grad) = jax.value_and_grad(
     loss, argnums=(0, 1), has_aux=True
@@ -170,16 +159,18 @@ def test_outputs_states_and_gradients_match_keras(
   if return_state:
     assert isinstance(outputs, tuple)
     assert len(outputs) == (3 if name == 'LSTM' else 2)
-  assert_close(outputs, expected)
-  assert_close(grads, expected_grads)
-  assert_close(x_grad, expected_x_grad)
+  tree_close(outputs, expected)
+  tree_close(grads, expected_grads)
+  tree_close(x_grad, expected_x_grad)
   # The fully masked example is finite everywhere, gradients included.
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
 @pytest.mark.parametrize('api', APIS)
 @pytest.mark.parametrize(('name', 'config'), KINDS, ids=KIND_IDS)
-def test_initial_state_matches_keras(api, name, config):
+def test_initial_state_matches_keras(
+  api, name, config, keras_layer, keras_call, tree_close
+):
   config = dict(config, return_sequences=True, return_state=True)
   layer = keras_layer(name, **config)
   rng = np.random.default_rng(3)
@@ -192,10 +183,10 @@ def test_initial_state_matches_keras(api, name, config):
   run = ours(api, name, **config)
   params = {k: jnp.asarray(v) for k, v in weights_of(layer).items()}
   actual = run(params, X, jnp.asarray(MASK), states)
-  assert_close(actual, expected)
+  tree_close(actual, expected)
   np.testing.assert_allclose(actual[0][1, 0], states[0][1], rtol=1e-6)
   if count == 1:  # a single array is accepted, as in Keras
-    assert_close(run(params, X, jnp.asarray(MASK), states[0]), expected)
+    tree_close(run(params, X, jnp.asarray(MASK), states[0]), expected)
 
 
 @pytest.mark.parametrize('api', APIS)
@@ -219,12 +210,12 @@ def test_lstm_weights_and_unit_forget_bias(api):
   np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(UNITS), atol=1e-5)
 
 
-def test_use_bias_false_matches_keras():
+def test_use_bias_false_matches_keras(keras_layer, keras_call, tree_close):
   layer = keras_layer('GRU', use_bias=False, return_sequences=True)
   kernel, recurrent = layer.get_weights()
   run = ours('linen', 'GRU', use_bias=False, return_sequences=True)
   actual = run({'kernel': kernel, 'recurrent_kernel': recurrent}, X)
-  assert_close(actual, keras_call(layer, X))
+  tree_close(actual, keras_call(layer, X))
 
 
 def test_leading_axes_are_batch_axes():
@@ -374,7 +365,7 @@ def test_recurrent_dropout_draws_one_mask_per_gate(name):
 )
 @pytest.mark.parametrize('hoisted', [False, True], ids=['in_step', 'hoisted'])
 def test_given_dropout_masks_match_keras(
-  name, config, rates, hoisted, monkeypatch
+  name, config, rates, hoisted, monkeypatch, keras_layer, keras_call, tree_close
 ):
   # Both places of the input projection (see test_projection_placement).
   monkeypatch.setattr(recurrent_ops, '_HOISTED_ON_CPU', hoisted)
@@ -426,7 +417,7 @@ def test_given_dropout_masks_match_keras(
     )[0]
 
   actual = jax.vmap(one)(X, MASK, input_keep, recurrent_keep)
-  assert_close(actual, expected)
+  tree_close(actual, expected)
 
 
 def test_linen_dropout_needs_deterministic():
@@ -591,7 +582,7 @@ def test_bad_call(api, call, error, match):
 
 @pytest.mark.parametrize(('name', 'config'), KINDS, ids=KIND_IDS)
 def test_hoisted_projection_gives_the_gradients_of_the_step(
-  name, config, monkeypatch
+  name, config, monkeypatch, keras_layer, tree_close
 ):
   # The input projection before the scan (GPU, TPU) and inside it (CPU):
   # outputs and gradients of masked, backwards, dropped sequences agree.
@@ -625,7 +616,7 @@ def test_hoisted_projection_gives_the_gradients_of_the_step(
     results[hoisted] = gradient(weights, jnp.asarray(X))
     programs[hoisted] = str(jax.make_jaxpr(gradient)(weights, jnp.asarray(X)))
   assert programs[True] != programs[False]
-  assert_close(results[True], results[False])
+  tree_close(results[True], results[False])
 
 
 def test_projection_placement():
