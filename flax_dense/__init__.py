@@ -52,6 +52,7 @@ from flax_dense._src.linen.recurrent import SimpleRNN as SimpleRNN
 from flax_dense._src.linen.regularizers import (
   ActivityRegularization as ActivityRegularization,
 )
+from flax_dense._src.linen.wrappers import TimeDistributed as TimeDistributed
 from flax_dense._src.models.linen import KerasFunctional as KerasFunctional
 from flax_dense._src.models.linen import KerasSequential as KerasSequential
 from flax_dense._src.ops.activations import (
@@ -128,6 +129,7 @@ __all__ = [
   'SpatialDropout2D',
   'SpatialDropout3D',
   'Summary',
+  'TimeDistributed',
   'checkpoint',
   'collect_losses',
   'compute_mask',

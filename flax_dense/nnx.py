@@ -53,6 +53,7 @@ from flax_dense._src.nnx.recurrent import SimpleRNN as SimpleRNN
 from flax_dense._src.nnx.regularizers import (
   ActivityRegularization as ActivityRegularization,
 )
+from flax_dense._src.nnx.wrappers import TimeDistributed as TimeDistributed
 from flax_dense._src.variables import Constant as Constant
 from flax_dense._src.variables import Loss as Loss
 
@@ -86,6 +87,7 @@ __all__ = [
   'SpatialDropout1D',
   'SpatialDropout2D',
   'SpatialDropout3D',
+  'TimeDistributed',
   'from_linen',
   'to_linen',
 ]

@@ -590,6 +590,15 @@ CASES: list[Case] = [
     _SEQ,
     variant='sum',
   ),
+  # A layer of fixed positions, run on every step.
+  Case(
+    'TimeDistributed',
+    lambda: fd.TimeDistributed(fd.PerPositionDense(3)),
+    lambda rngs: fd.nnx.TimeDistributed(
+      fd.nnx.PerPositionDense(5, 4, 3, rngs=rngs)
+    ),
+    (('t', 5, 4),),
+  ),
   Case(
     'KerasFunctional',
     lambda: fd.KerasFunctional(

@@ -230,6 +230,15 @@ LAYERS = [
     ]
   ],
   Layer(
+    'TimeDistributed',
+    linen={'layer': fd.PerPositionDense(3)},
+    nnx_kwargs={
+      'layer': fd.nnx.PerPositionDense(
+        *MAIN['TimeDistributed'].shapes[0][1:], 3, rngs=nnx.Rngs(0)
+      )
+    },
+  ),
+  Layer(
     'Bidirectional',
     linen={'layer': fd.LSTM(3)},
     nnx_kwargs={

@@ -245,6 +245,18 @@ def _recurrent_calls():
   calls['Bidirectional.field.deterministic'] = lambda v: _linen(
     fd.Bidirectional(fd.LSTM(2), deterministic=v), SEQ
   )
+  steps = SEQ[:, :, None]  # (batch, steps, 1, features)
+  calls['TimeDistributed.field.deterministic'] = lambda v: _linen(
+    fd.TimeDistributed(fd.Dropout(0.5), deterministic=v), steps
+  )
+  calls['TimeDistributed.__call__.deterministic'] = lambda v: _linen(
+    fd.TimeDistributed(fd.Dropout(0.5)), steps, deterministic=v
+  )
+  calls['nnx.TimeDistributed.__call__.deterministic'] = lambda v: (
+    fd.nnx.TimeDistributed(fd.nnx.Dropout(0.5, rngs=nnx.Rngs(0)))(
+      steps, deterministic=v
+    )
+  )
   calls['nnx.Bidirectional.__call__.deterministic'] = lambda v: (
     fd.nnx.Bidirectional(fd.nnx.LSTM(3, 2, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))(
       SEQ, deterministic=v

@@ -840,6 +840,41 @@ def _(merge_mode):
   return layer(X)
 
 
+# A Flatten on every step: any input of rank 3 or more, empty ones too.
+TIME_DISTRIBUTED_ARGUMENTS = {
+  'inputs': inputs_kind((2, 3, 5, 4), rule=lambda v: v.ndim >= 3),
+  'deterministic': Kind([None, True, False], lambda v: v is None or is_bool(v)),
+}
+
+
+def _time_distributed_check(args, out):
+  x = np.asarray(args['inputs'])
+  np.testing.assert_array_equal(
+    out, x.reshape(*x.shape[:2], math.prod(x.shape[2:]))
+  )
+
+
+@entry(
+  'linen.TimeDistributed',
+  'TimeDistributed',
+  TIME_DISTRIBUTED_ARGUMENTS,
+  check=_time_distributed_check,
+)
+def _(inputs, deterministic):
+  layer = fd.TimeDistributed(fd.Flatten())
+  return layer.apply({}, inputs, deterministic=deterministic)
+
+
+@entry(
+  'nnx.TimeDistributed',
+  'TimeDistributed',
+  TIME_DISTRIBUTED_ARGUMENTS,
+  check=_time_distributed_check,
+)
+def _(inputs, deterministic):
+  return fd.nnx.TimeDistributed(fd.nnx.Flatten())(inputs, deterministic)
+
+
 # The inputs of the SpatialDropout cases.
 SPATIAL = {n: MAIN[f'SpatialDropout{n}D'].inputs()[0] for n in (1, 2, 3)}
 

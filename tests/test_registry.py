@@ -67,6 +67,9 @@ NO_FUNCTIONAL_CORE = {
     ' the batch size, not a function of one example'
   ),
   'Lambda': "it runs the user's function; it has no math of its own",
+  'TimeDistributed': (
+    "its math is the wrapped layer's; it folds the steps into the batch"
+  ),
 }
 
 

@@ -134,7 +134,7 @@ def _layer_weights(
 ) -> tuple[Weights, str]:
   """The weights of one layer, and their collection, checked by name."""
   collections = _collections(module, variables)
-  names = conversion.weights(module)
+  names = _weight_names(module, conversion)
   collection = conversion.collection(module)
   # A layer whose params were moved to constants (fd.from_keras freezes so).
   if collection == PARAMS and set(collections) == {CONSTANTS}:
@@ -154,6 +154,19 @@ def _layer_weights(
   return {
     name: jax.tree.map(jnp.asarray, tree[name]) for name in names
   }, collection
+
+
+def _weight_names(module: nn.Module, conversion: LayerSpec) -> tuple[str, ...]:
+  """The names of a layer's weights; a layer of layers holds those of its
+  layers that have weights, each under its name."""
+  if conversion.inner is None:
+    return conversion.weights(module)
+  return tuple(
+    name
+    for name, inner in conversion.inner(module).items()
+    if (found := registry.linen_spec(type(inner))) is None
+    or _weight_names(inner, found)
+  )
 
 
 def _names_text(expected: dict[str, tuple[str, ...]]) -> str:
@@ -183,10 +196,14 @@ def _layer_from_linen(
   weights, collection = _layer_weights(module, conversion, variables)
   arguments = {field: getattr(module, field) for field in conversion.fields}
   if conversion.inner is not None:
-    # A layer of layers (Bidirectional): each inner layer converted with its
-    # own weights.
+    # A layer of layers (Bidirectional, TimeDistributed): each inner layer
+    # converted with its own weights.
     twins = {
-      name: from_linen(inner, {collection: weights[name]}, rngs=rngs)
+      name: from_linen(
+        inner,
+        {collection: weights[name]} if name in weights else {},
+        rngs=rngs,
+      )
       for name, inner in conversion.inner(module).items()
     }
     arguments.update(conversion.nnx_arguments(module, twins))
@@ -336,8 +353,8 @@ def _layer_to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
   arguments = {field: getattr(layer, field) for field in conversion.fields}
   variables: dict[str, dict[str, jax.Array]] = {}
   if conversion.inner is not None:
-    # A layer of layers (Bidirectional): each inner layer converted back;
-    # its weights are kept under the inner layer's name.
+    # A layer of layers (Bidirectional, TimeDistributed): each inner layer
+    # converted back; its weights are kept under the inner layer's name.
     inner = {}
     for name in conversion.weights(layer):
       inner_module, inner_variables = to_linen(getattr(layer, name))

@@ -4,6 +4,7 @@ Each flax_dense layer becomes the Keras layer its registry spec exports,
 with the same weights and name; masks flow as Keras's layers pass them.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,22 @@ def _keras_layer(
   layer_spec = registry.linen_spec(type(layer.module))
   if layer_spec is None or layer_spec.keras_export is None:
     raise layer.no_counterpart(f'a {type(layer.module).__name__}')
+  if layer_spec.inner is not None:
+    inner = layer_spec.inner(layer.module)
+
+    def export_inner(name: str) -> tuple[Any, list, tuple | None]:
+      return _keras_layer(
+        keras,
+        ExportedLayer(
+          f'{layer.name}_{name}',
+          unfrozen(inner[name]),
+          None,
+          layer.params.get(name, {}),
+          layer.trainable,
+        ),
+      )
+
+    layer = dataclasses.replace(layer, export_inner=export_inner)
   return layer_spec.keras_export(keras, layer)
 
 

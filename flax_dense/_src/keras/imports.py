@@ -9,6 +9,7 @@ import flax.linen as nn
 import numpy as np
 
 from flax_dense._src import registry
+from flax_dense._src.linen import wrappers as linen_wrappers
 from flax_dense._src.models.graph import MERGES
 from flax_dense._src.registry.regularizers import activity_regularization
 from flax_dense._src.registry.spec import KerasImport, KerasLayer, Step
@@ -27,25 +28,19 @@ def _per_step(module: Any) -> bool:
   return found is not None and found.per_step
 
 
-def _per_step_names() -> str:
-  return ', '.join(
-    sorted(spec.linen.__name__ for spec in registry.SPECS if spec.per_step)
-  )
-
-
 def _time_distributed(layer: KerasLayer) -> list[Step]:
-  """``TimeDistributed(inner)``: ``inner``'s own steps, which take every
-  leading axis as a batch axis (a Dense acts on the last axis anyway, a
-  recurrent layer on the last two); the mask passes on unchanged, as
-  Keras's wrapper passes it."""
+  """``TimeDistributed(inner)``: the steps ``inner`` becomes, each run on
+  every step. A layer that takes every leading axis as a batch axis (a
+  Dense acts on the last axis anyway, a recurrent layer on the last two)
+  is its own step; any other is wrapped in a ``TimeDistributed``, which
+  folds the steps into the batch. The mask passes on unchanged, as Keras's
+  wrapper passes it."""
   inner = layer.config.get('layer')
   class_name = inner.get('class_name') if isinstance(inner, dict) else None
-  found = registry.KERAS_IMPORTS.get(class_name or '')
-  covered = _per_step_names()
-  if found is None or not isinstance(inner, dict):
+  if not isinstance(inner, dict) or not class_name:
     raise layer.error(
-      f'wraps {class_name or inner!r}; flax_dense imports TimeDistributed'
-      f' of the Keras layers that become {covered}.'
+      f'wraps {inner!r}; a TimeDistributed config holds the config of the'
+      " layer it wraps, {'class_name': ..., 'config': ...}."
     )
   wrapped = dataclasses.replace(
     layer,
@@ -53,25 +48,21 @@ def _time_distributed(layer: KerasLayer) -> list[Step]:
     config=inner.get('config', {}),
     input_shape=None,
   )
-  steps = found.convert(wrapped)
-  for step in steps:
-    if not _per_step(step.module):
-      raise layer.error(
-        f'wraps a {class_name}, which becomes a'
-        f' {type(step.module).__name__}; flax_dense imports TimeDistributed'
-        f' of the Keras layers that become {covered}.'
-      )
-  # Named after the wrapper, which holds the weights in Keras.
-  return [
-    dataclasses.replace(
-      step,
-      name=step.name.replace(wrapped.name, layer.name, 1)
-      if step.name.startswith(wrapped.name)
-      else step.name,
-      mask_flow='propagate',
-    )
-    for step in steps
-  ]
+  steps = []
+  for step in _steps(wrapped):
+    # Named after the wrapper, which holds the weights in Keras.
+    name = step.name
+    if name.startswith(wrapped.name):
+      name = name.replace(wrapped.name, layer.name, 1)
+    module, variables = step.module, step.variables
+    if not _per_step(module):
+      module = linen_wrappers.TimeDistributed(module)
+      nested: dict[str, Any] = {
+        collection: {'layer': tree} for collection, tree in variables.items()
+      }
+      variables = nested
+    steps.append(Step(name, module, 'propagate', variables))
+  return steps
 
 
 #: The Keras classes that are nodes of the graph rather than layers of the
@@ -84,9 +75,10 @@ GRAPH_IMPORTS: dict[str, KerasImport] = {
   },
   'TimeDistributed': KerasImport(
     _time_distributed,
-    'what the layer it wraps becomes, run on every step: the layers that'
-    ' take every leading axis as a batch axis (dense, activations,'
-    ' embeddings, the recurrent layers)',
+    'what the layer it wraps becomes, run on every step: itself for the'
+    ' layers that take every leading axis as a batch axis (dense,'
+    ' activations, embeddings, the recurrent layers), else inside'
+    ' ``TimeDistributed``',
     makes=(nn.Dense,),
   ),
 }

@@ -11,19 +11,21 @@ from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
 from flax_dense._src.ops.activations import resolve_activation
 from flax_dense._src.ops.recurrent import (
-  check_bidirectional_pair,
-  check_merge_mode,
   check_recurrent_built,
   check_recurrent_fields,
   check_recurrent_inputs,
-  check_recurrent_layer,
   format_outputs,
   glorot_uniform,
-  merge_bidirectional,
   recurrent_layer,
   recurrent_shapes,
-  split_bidirectional_state,
   unit_forget_bias_init,
+)
+from flax_dense._src.ops.wrappers import (
+  check_bidirectional_pair,
+  check_merge_mode,
+  check_recurrent_layer,
+  merge_bidirectional,
+  split_bidirectional_state,
 )
 
 #: The fields every recurrent layer's ``__call__`` reads, by kind.

@@ -14,19 +14,21 @@ from flax_dense._src.nnx.dropout import _stream, dropout_key
 from flax_dense._src.ops.activations import resolve_activation
 from flax_dense._src.ops.recurrent import (
   LAYERS,
-  check_bidirectional_pair,
-  check_merge_mode,
   check_recurrent_built,
   check_recurrent_fields,
   check_recurrent_inputs,
-  check_recurrent_layer,
   format_outputs,
   glorot_uniform,
-  merge_bidirectional,
   recurrent_layer,
   recurrent_shapes,
-  split_bidirectional_state,
   unit_forget_bias_init,
+)
+from flax_dense._src.ops.wrappers import (
+  check_bidirectional_pair,
+  check_merge_mode,
+  check_recurrent_layer,
+  merge_bidirectional,
+  split_bidirectional_state,
 )
 
 

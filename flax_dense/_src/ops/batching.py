@@ -1,5 +1,6 @@
 """Maps a per-example function over any number of leading batch axes."""
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,9 @@ def vmap_leading(
   batch_shape = inputs.shape[: inputs.ndim - example_ndim]
   if not batch_shape:
     return fn(inputs, *args)
-  flat = jnp.reshape(inputs, (-1, *inputs.shape[len(batch_shape) :]))
+  # The batch size spelled out: -1 is ambiguous when an example is empty.
+  size = math.prod(batch_shape)
+  flat = jnp.reshape(inputs, (size, *inputs.shape[len(batch_shape) :]))
   outputs = jax.vmap(fn, in_axes=(0,) + (None,) * len(args))(flat, *args)
   return jnp.reshape(outputs, (*batch_shape, *outputs.shape[1:]))
 

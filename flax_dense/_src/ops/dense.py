@@ -1,6 +1,7 @@
 """Per-position dense: one weight matrix for every position."""
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -79,7 +80,9 @@ def _per_position_dense_leading(
     return reference(inputs, kernel, bias)
 
   def chunked(inputs, kernel, bias):
-    flat = jnp.reshape(inputs, (-1, *inputs.shape[-2:]))
+    flat = jnp.reshape(
+      inputs, (math.prod(inputs.shape[:-2]), *inputs.shape[-2:])
+    )
     outputs = dense_kernels.per_position_dense_chunked(
       flat, kernel, bias, precision
     )

@@ -61,7 +61,9 @@ def windows(
   else:
     stacked = jnp.stack(slices, axis=-1)  # (..., D, L_out, k)
     stacked = jnp.swapaxes(stacked, -3, -2)  # (..., L_out, D, k)
-  return jnp.reshape(stacked, (*stacked.shape[:-2], -1))
+  return jnp.reshape(
+    stacked, (*stacked.shape[:-2], stacked.shape[-2] * stacked.shape[-1])
+  )
 
 
 def _position_bias(bias: jax.Array | None, data_format: str):

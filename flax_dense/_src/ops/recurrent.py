@@ -122,10 +122,10 @@ def _project(
   if keep.shape[-2] == 1:
     return jnp.dot(values * keep[..., 0, :], kernel, precision=precision)
   size = kernel.shape[0]
-  per_gate = kernel.reshape(size, gates, -1)
+  per_gate = kernel.reshape(size, gates, kernel.shape[1] // gates)
   dropped = values[..., None, :] * keep
   out = jnp.einsum('...gn,ngu->...gu', dropped, per_gate, precision=precision)
-  return out.reshape(*out.shape[:-2], -1)
+  return out.reshape(*out.shape[:-2], out.shape[-2] * out.shape[-1])
 
 
 def _cell(
@@ -606,107 +606,3 @@ def format_outputs(
 ) -> Any:
   """Keras's return value: ``outputs``, or ``(outputs, *states)``."""
   return (outputs, *states) if return_state else outputs
-
-
-#: Keras's ``Bidirectional`` merge modes.
-MERGE_MODES = ('concat', 'sum', 'mul', 'ave', None)
-
-
-def check_merge_mode(merge_mode: Any) -> Any:
-  """``merge_mode`` if Keras's ``Bidirectional`` accepts it."""
-  if merge_mode is not None and not isinstance(merge_mode, str):
-    raise TypeError(
-      f'Bidirectional: merge_mode must be one of {MERGE_MODES}, got'
-      f' {merge_mode!r} of type {type(merge_mode).__name__}.'
-    )
-  if merge_mode not in MERGE_MODES:
-    raise ValueError(
-      f'Bidirectional: merge_mode must be one of {MERGE_MODES}, got'
-      f' {merge_mode!r}.'
-    )
-  return merge_mode
-
-
-def merge_bidirectional(
-  forward: Any,
-  backward: Any,
-  merge_mode: str | None,
-  return_sequences: bool,
-  return_state: bool,
-) -> Any:
-  """Keras's ``Bidirectional`` output from its two layers' outputs.
-
-  The backward layer's sequence (in processing order) is flipped back in
-  time; the outputs are merged; with ``return_state`` the forward states
-  then the backward states follow.
-
-  Args:
-    forward: the forward layer's return value.
-    backward: the backward layer's return value.
-    merge_mode: ``'concat'``, ``'sum'``, ``'mul'``, ``'ave'`` or ``None``
-      (the two outputs, unmerged).
-    return_sequences: whether the outputs are ``(..., T, U)``.
-    return_state: whether the return values hold states.
-
-  Returns:
-    The merged output, ``(y, y_rev)`` for ``None``, followed by the states
-    with ``return_state``.
-  """
-  states: tuple = ()
-  if return_state:
-    states = (*forward[1:], *backward[1:])
-    forward, backward = forward[0], backward[0]
-  if return_sequences:
-    backward = jnp.flip(backward, axis=-2)
-  if merge_mode == 'concat':
-    output = (jnp.concatenate([forward, backward], axis=-1),)
-  elif merge_mode == 'sum':
-    output = (forward + backward,)
-  elif merge_mode == 'ave':
-    output = ((forward + backward) / 2,)
-  elif merge_mode == 'mul':
-    output = (forward * backward,)
-  else:
-    output = (forward, backward)
-  if return_state:
-    return (*output, *states)
-  return output[0] if merge_mode is not None else output
-
-
-def check_recurrent_layer(layer: Any, name: str, kinds: tuple) -> None:
-  """Raises ``TypeError`` unless ``layer`` is one of ``kinds``."""
-  if not isinstance(layer, kinds):
-    expected = ', '.join(kind.__name__ for kind in kinds)
-    raise TypeError(
-      f'Bidirectional: {name} must be a recurrent layer ({expected}), got'
-      f' a {type(layer).__name__}.'
-    )
-
-
-def check_bidirectional_pair(forward: Any, backward: Any) -> None:
-  """Keras's rules on the two layers of ``Bidirectional``."""
-  if forward.go_backwards == backward.go_backwards:
-    raise ValueError(
-      'Bidirectional: the forward and backward layers must have different'
-      f' go_backwards, got {forward.go_backwards} for both.'
-    )
-  for name in ('return_sequences', 'return_state'):
-    if getattr(forward, name) != getattr(backward, name):
-      raise ValueError(
-        f'Bidirectional: the forward and backward layers must have the same'
-        f' {name}, got {getattr(forward, name)} and'
-        f' {getattr(backward, name)}.'
-      )
-
-
-def split_bidirectional_state(initial_state: Any) -> tuple[Any, Any]:
-  """``Bidirectional``'s initial states: the forward half, the backward half."""
-  if initial_state is None:
-    return None, None
-  if not isinstance(initial_state, list | tuple):
-    raise TypeError(
-      'Bidirectional: initial_state must be a list of the forward then the'
-      f' backward states, got {type(initial_state).__name__}.'
-    )
-  half = len(initial_state) // 2
-  return list(initial_state[:half]), list(initial_state[half:])

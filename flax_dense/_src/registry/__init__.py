@@ -21,6 +21,7 @@ from flax_dense._src.registry import (
   product,
   recurrent,
   regularizers,
+  wrappers,
 )
 from flax_dense._src.registry.spec import KerasImport, LayerSpec
 
@@ -35,6 +36,7 @@ FAMILIES = (
   product,
   recurrent,
   regularizers,
+  wrappers,
 )
 
 

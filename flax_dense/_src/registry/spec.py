@@ -117,6 +117,9 @@ class ExportedLayer:
     mask_flow: what it does with the mask in the model, or ``None``.
     params: its weights by name, whichever collection held them.
     trainable: false for frozen weights (``constants``).
+    export_inner: for a layer of layers, ``export_inner(weight_name)``
+      exports the inner layer kept under that name as its own spec does
+      (``(keras_layer, weights, build_shape)``); ``None`` elsewhere.
   """
 
   name: str
@@ -124,6 +127,7 @@ class ExportedLayer:
   mask_flow: str | None
   params: Mapping[str, Any]
   trainable: bool
+  export_inner: Callable[[str], tuple[Any, list, tuple | None]] | None = None
 
   def no_counterpart(self, what: str) -> ValueError:
     return ValueError(
