@@ -429,7 +429,7 @@ def check_graph(
     layers: the modules, a tuple or list.
     names: one str per module, a tuple or list.
     mask_flow: one of :data:`MASK_FLOWS` per module, a tuple or list.
-    nodes: the :class:`Node` s, a tuple or list.
+    nodes: the calls (:class:`Node`), a tuple or list.
     inputs: the number of inputs, a positive int.
     outputs: the numbers of the output tensors, a non-empty tuple or list
       of ints.
