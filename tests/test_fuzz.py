@@ -30,6 +30,7 @@ import os
 import re
 import warnings
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +42,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import flax_dense as fd
+from flax_dense._src.models.graph import MERGES, Node
 
 KEY = jax.random.key(0)
 RNG = np.random.default_rng(0)
@@ -1532,6 +1534,133 @@ def _(**kwargs):
   return fd.nnx.KerasSequential(layers, **kwargs)(X)
 
 
+# The graph y = dense(a) + dense(b): tensors a (0), b (1), dense(a) (2),
+# dense(b) (3) and the sum (4); the model is called with a and b.
+GRAPH_A, GRAPH_B = (
+  jnp.asarray(RNG.normal(size=(2, 3)), jnp.float32) for _ in range(2)
+)
+ADD_NODES = (
+  Node((0,), steps=(0,)),
+  Node((1,), steps=(0,)),
+  Node((2, 3), merge='Add'),
+)
+
+
+def _is_node_list(value):
+  return isinstance(value, list | tuple) and all(
+    isinstance(node, Node) for node in value
+  )
+
+
+GRAPH_NODES = Kind([ADD_NODES, list(ADD_NODES)], _is_node_list)
+GRAPH_NODES.strategy = st.one_of(
+  GRAPH_NODES.strategy,
+  st.sampled_from(
+    [
+      ADD_NODES[:2],  # no sum: tensors 0 to 3
+      (Node((0, 2), merge='Add'),),  # takes a tensor made after it
+      (Node((0,), steps=(1,)),),  # calls a layer that does not exist
+      (Node((0,)),),  # neither a merge nor a layer's call
+      (Node((0, 1), steps=(0,), merge='Add'),),  # both
+      ((0,), (1,)),  # not Nodes
+    ]
+  ),
+)
+GRAPH_NAMES = Kind(
+  [('dense',), ['dense']],
+  lambda v: (
+    isinstance(v, list | tuple) and len(v) == 1 and isinstance(v[0], str)
+  ),
+)
+GRAPH_FLOW = Kind(
+  [('propagate',), ['drop'], ('consume',)],
+  lambda v: (
+    isinstance(v, list | tuple)
+    and len(v) == 1
+    and isinstance(v[0], str)
+    # A dense layer cannot compute a mask.
+    and v[0] in ('propagate', 'consume', 'use', 'drop')
+  ),
+)
+GRAPH_OUTPUTS = Kind(
+  [(4,), [4], (2,), (4, 2), [np.int64(3)], (0, 4)],
+  lambda v: isinstance(v, list | tuple) and all(map(is_int, v)),
+)
+
+
+def _graph_rule(args):
+  """Whether the nodes, inputs and outputs make a graph of 2 inputs."""
+  if args['inputs'] != 2:
+    return False  # the model is called with two
+  tensors = 2
+  for node in args['nodes']:
+    call = bool(node.steps) and not node.merge and node.outputs == 1
+    merge = node.merge in MERGES and not node.steps
+    if not node.inputs or not (call or merge):
+      return False
+    if not all(0 <= t < tensors for t in node.inputs):
+      return False
+    if not all(0 <= step < 1 for step in node.steps):
+      return False
+    tensors += 1
+  outputs = args['outputs']
+  if not outputs or not all(0 <= t < tensors for t in outputs):
+    return False
+  return not (args['single_output'] and len(outputs) != 1)
+
+
+def _graph_check(args, out):
+  """Each output is the input it names or a (2, 4) tensor; with the sum
+  and dense(a) and dense(b) both named, the first is the others' sum."""
+  outputs = args['outputs']
+  got = [out] if args['single_output'] else list(out)
+  assert len(got) == len(outputs)
+  made = {}
+  for tensor, value in zip(outputs, got, strict=True):
+    value = np.asarray(value)
+    if tensor < 2:
+      np.testing.assert_array_equal(value, (GRAPH_A, GRAPH_B)[tensor])
+    else:
+      assert value.shape == (2, 4) and np.all(np.isfinite(value))
+    made[int(tensor)] = value
+  if {2, 3, 4} <= set(made):
+    np.testing.assert_allclose(made[4], made[2] + made[3], rtol=1e-5)
+
+
+GRAPH_ARGUMENTS = {
+  'names': GRAPH_NAMES,
+  'mask_flow': GRAPH_FLOW,
+  'nodes': GRAPH_NODES,
+  'inputs': positive_int(2),
+  'outputs': GRAPH_OUTPUTS,
+  'single_output': BOOL,
+}
+
+
+@entry(
+  'linen.KerasFunctional',
+  'KerasFunctional',
+  GRAPH_ARGUMENTS,
+  combined=_graph_rule,
+  check=_graph_check,
+)
+def _(**kwargs):
+  module = fd.KerasFunctional(layers=(nn.Dense(4),), **kwargs)
+  return linen_run(module, GRAPH_A, GRAPH_B)
+
+
+@entry(
+  'nnx.KerasFunctional',
+  'KerasFunctional',
+  GRAPH_ARGUMENTS,
+  combined=_graph_rule,
+  check=_graph_check,
+)
+def _(**kwargs):
+  layers = [nnx.Linear(3, 4, rngs=rngs())]
+  return fd.nnx.KerasFunctional(layers, **kwargs)(GRAPH_A, GRAPH_B)
+
+
 # ---------------------------------------------------------------------------
 # The test.
 
@@ -1639,7 +1768,6 @@ NOT_FUZZED = {
   'Constant',
   'Constraint',
   'KERAS_ACTIVATIONS',
-  'KerasFunctional',
   'LINEN_TO_NNX',
   'LOSSES',
   'LayerSummary',
@@ -1684,10 +1812,6 @@ def test_every_public_entry_point_is_fuzzed(namespace):
 LAYERS_NOT_FUZZED = {
   # flax's own nn.Dense and nnx.Linear.
   'Dense',
-  # Its arguments are a graph from_keras builds; their types are not checked
-  # yet (names='d' is taken as ('d',), inputs=2.0 is accepted, outputs=4
-  # fails deep inside), so an entry would fail: add it with those checks.
-  'KerasFunctional',
 }
 
 

@@ -11,6 +11,9 @@ weights, Keras's parameter count), and the error for a TimeDistributed
 layer that is not covered.
 """
 
+import re
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +22,7 @@ from cases import random
 from flax import nnx
 
 import flax_dense as fd
+from flax_dense._src.models.graph import Node
 
 keras = pytest.importorskip('keras')
 layers = keras.layers
@@ -188,3 +192,256 @@ def test_time_distributed_of_other_layers_is_a_clear_error(keras_model):
   )
   with pytest.raises(ValueError, match="TimeDistributed layer 'td'"):
     fd.from_keras(model)
+
+
+# -- the containers' own arguments -------------------------------------------
+
+ADD_NODES = (
+  Node((0,), steps=(0,)),
+  Node((1,), steps=(0,)),
+  Node((2, 3), merge='Add'),
+)
+FUNCTIONAL = {
+  'names': ('dense',),
+  'mask_flow': ('propagate',),
+  'nodes': ADD_NODES,
+  'inputs': 2,
+  'outputs': (4,),
+}
+
+
+def make_functional(api, **changes):
+  """y = dense(a) + dense(b) on ``api``, its arguments changed, called."""
+  arguments = {**FUNCTIONAL, **changes}
+  a = jnp.ones((2, 3))
+  if api == 'nnx':
+    layers = arguments.pop('layers', [nnx.Linear(3, 4, rngs=nnx.Rngs(0))])
+    return fd.nnx.KerasFunctional(layers, **arguments)(a, a)
+  layers = arguments.pop('layers', (nn.Dense(4),))
+  module = fd.KerasFunctional(layers=layers, **arguments)
+  return module.init_with_output(jax.random.key(0), a, a)[0]
+
+
+def make_sequential(api, **arguments):
+  """Masking, a dense layer and a pooling on ``api`` (or ``layers``),
+  called."""
+  x = jnp.ones((2, 5, 3))
+  if api == 'nnx':
+    if 'layers' not in arguments:
+      arguments['layers'] = [
+        fd.nnx.Masking(),
+        nnx.Linear(3, 4, rngs=nnx.Rngs(0)),
+        fd.nnx.GlobalAveragePooling1D(),
+      ]
+    return fd.nnx.KerasSequential(arguments.pop('layers'), **arguments)(x)
+  arguments.setdefault(
+    'layers', (fd.Masking(), nn.Dense(4), fd.GlobalAveragePooling1D())
+  )
+  module = fd.KerasSequential(**arguments)
+  return module.init_with_output(jax.random.key(0), x)[0]
+
+
+def test_the_functional_made_for_the_checks_runs(api):
+  # The changes below are refused for them alone: unchanged, it runs.
+  y = make_functional(api)
+  assert y.shape == (2, 4) and bool(jnp.all(jnp.isfinite(y)))
+  lists = {'names': ['dense'], 'outputs': [np.int64(4)], 'inputs': np.int32(2)}
+  np.testing.assert_allclose(make_functional(api, **lists), y, rtol=1e-6)
+  # Both inputs are ones: the sum (tensor 4) is twice dense(a) (tensor 2).
+  total, dense = make_functional(api, single_output=False, outputs=(4, 2))
+  np.testing.assert_allclose(total, 2 * dense, rtol=1e-6)
+
+
+def test_the_sequential_made_for_the_checks_runs(api):
+  y = make_sequential(
+    api, names=['m', 'd', 'p'], mask_flow=('compute', 'propagate', 'consume')
+  )
+  assert y.shape == (2, 4) and bool(jnp.all(jnp.isfinite(y)))
+
+
+@pytest.mark.parametrize(
+  'changes, error, message',
+  [
+    (
+      {'names': 'd'},
+      TypeError,
+      "names must be a tuple or list of str, one per layer, got 'd' of type"
+      ' str.',
+    ),
+    ({'names': (3,)}, TypeError, 'names[0] must be a str, got 3 of type int.'),
+    ({'names': None}, TypeError, 'names must be a tuple or list of str'),
+    (
+      {'names': ('a', 'b')},
+      ValueError,
+      "names must have one entry per layer (1), got 2: ('a', 'b').",
+    ),
+    (
+      {'mask_flow': 'propagate'},
+      TypeError,
+      "mask_flow must be a tuple or list of str among ('compute',"
+      " 'propagate', 'consume', 'use', 'drop'), one per layer, got"
+      " 'propagate' of type str.",
+    ),
+    (
+      {'mask_flow': (None,)},
+      TypeError,
+      'mask_flow[0] must be a str, got None of type NoneType.',
+    ),
+    ({'mask_flow': ('keep',)}, ValueError, 'mask_flow[0] must be one of'),
+    (
+      {'layers': 'dense'},
+      TypeError,
+      "layers must be a tuple or list of modules, got 'dense' of type str.",
+    ),
+    (
+      {'layers': (3,)},
+      TypeError,
+      'layers[0] must be a module (callable), got 3 of type int.',
+    ),
+    (
+      {'inputs': 2.0},
+      TypeError,
+      'inputs must be a positive integer, got 2.0 of type float.',
+    ),
+    (
+      {'inputs': True},
+      TypeError,
+      'inputs must be a positive integer, got True of type bool.',
+    ),
+    ({'inputs': 0}, ValueError, 'inputs must be a positive integer, got 0.'),
+    (
+      {'outputs': 4},
+      TypeError,
+      'outputs must be a tuple or list of int, got 4 of type int.',
+    ),
+    (
+      {'outputs': (4.0,)},
+      TypeError,
+      'outputs[0] must be an int, got 4.0 of type float.',
+    ),
+    (
+      {'outputs': (5,)},
+      ValueError,
+      'outputs (5,) must name tensors 0 to 4 of 2 inputs and the nodes',
+    ),
+    ({'outputs': ()}, ValueError, 'outputs () must name tensors 0 to 4'),
+    (
+      {'outputs': (4, 2)},
+      ValueError,
+      'single_output is True, which returns one output, but outputs names'
+      ' 2: (4, 2).',
+    ),
+    (
+      {'nodes': None},
+      TypeError,
+      'nodes must be a tuple or list of Node, got None of type NoneType.',
+    ),
+    (
+      {'nodes': ((0,), (1,))},
+      TypeError,
+      'nodes[0] must be a Node, got (0,) of type tuple.',
+    ),
+    (
+      {'nodes': (Node(0, steps=(0,)),)},
+      TypeError,
+      'nodes[0].inputs must be a tuple or list of int, got 0 of type int.',
+    ),
+    (
+      {'nodes': (Node((0,), steps=(0.0,)),)},
+      TypeError,
+      'nodes[0].steps[0] must be an int, got 0.0 of type float.',
+    ),
+    (
+      {'nodes': (Node((0,), outputs=1.0, steps=(0,)),)},
+      TypeError,
+      'nodes[0].outputs must be a positive integer, got 1.0 of type float.',
+    ),
+    (
+      {'nodes': (Node((0,), steps=(0,), keywords=('initial_state',)),)},
+      TypeError,
+      "nodes[0].keywords[0] must be a (str, int) pair, got 'initial_state'",
+    ),
+    (
+      {'nodes': (Node((0,)),)},
+      ValueError,
+      'nodes[0] must take one tensor or more and be either a merge (no'
+      " steps) or the call of one layer or more (merge ''), got inputs"
+      " (0,), steps () and merge ''.",
+    ),
+    (
+      {'nodes': (Node((0, 1), steps=(0,), merge='Add'),)},
+      ValueError,
+      'nodes[0] must take one tensor or more and be either a merge',
+    ),
+    (
+      {'nodes': (Node((0, 2), merge='Add'),)},
+      ValueError,
+      'nodes[0] takes tensors (0, 2) and layers () (merge',
+    ),
+    (
+      {'single_output': 'False'},
+      TypeError,
+      'single_output must be True or False',
+    ),
+  ],
+)
+def test_functional_arguments_are_checked(api, changes, error, message):
+  with pytest.raises(error, match=re.escape(f'KerasFunctional: {message}')):
+    make_functional(api, **changes)
+
+
+@pytest.mark.parametrize(
+  'arguments, error, message',
+  [
+    (
+      {'layers': None},
+      TypeError,
+      'layers must be a tuple or list of modules, got None of type NoneType.',
+    ),
+    (
+      {'layers': ('dense',)},
+      TypeError,
+      "layers[0] must be a module (callable), got 'dense' of type str.",
+    ),
+    (
+      {'names': 'mdp'},
+      TypeError,
+      'names must be None or a tuple or list of str, one per layer, got'
+      " 'mdp' of type str.",
+    ),
+    (
+      {'names': ('m', 2, 'p')},
+      TypeError,
+      'names[1] must be a str, got 2 of type int.',
+    ),
+    (
+      {'names': ('m', 'd')},
+      ValueError,
+      "names must have one entry per layer (3), got 2: ('m', 'd').",
+    ),
+    (
+      {'mask_flow': 'propagate'},
+      TypeError,
+      'mask_flow must be None or a tuple or list of str among',
+    ),
+    (
+      {'mask_flow': ('compute', 'propagate', 1)},
+      TypeError,
+      'mask_flow[2] must be a str, got 1 of type int.',
+    ),
+    (
+      {'mask_flow': ('compute', 'keep', 'consume')},
+      ValueError,
+      "mask_flow[1] must be one of ('compute', 'propagate', 'consume',"
+      " 'use', 'drop'), got 'keep'.",
+    ),
+    (
+      {'mask_flow': ('compute', 'compute', 'consume')},
+      ValueError,
+      "mask_flow[1] is 'compute', which only a Masking layer does",
+    ),
+  ],
+)
+def test_sequential_arguments_are_checked(api, arguments, error, message):
+  with pytest.raises(error, match=re.escape(f'KerasSequential: {message}')):
+    make_sequential(api, **arguments)

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from flax_dense._src import validate
 from flax_dense._src.ops.masking import MASK_FLOWS
 
 #: Keras's merge layers, imported as weightless nodes of a graph.
@@ -289,6 +290,126 @@ def merge_mask(
   return output
 
 
+def _check_entries(
+  container: str,
+  field: str,
+  value: Any,
+  entries: str,
+  accepts: Callable[[Any], bool],
+  entry: str,
+  count: int | None = None,
+  optional: bool = False,
+) -> None:
+  """Raises our own error unless ``value`` is a tuple or list of entries.
+
+  Args:
+    container: the class name, for the messages.
+    field: the argument's name.
+    value: the argument.
+    entries: what the entries are, plural, for the messages (``'str'``).
+    accepts: whether an entry is of the right type.
+    entry: what one entry must be (``'a str'``).
+    count: the number of entries there must be (one per layer), or
+      ``None`` for any number.
+    optional: whether the message says that ``None`` is allowed too (the
+      caller lets it through).
+
+  Raises:
+    TypeError: for a ``value`` other than a tuple or list (a string is not
+      a sequence of strings here), or an entry that ``accepts`` refuses.
+    ValueError: for a number of entries other than ``count``.
+  """
+  expected = f'{"None or " if optional else ""}a tuple or list of {entries}'
+  if count is not None:
+    expected += ', one per layer'
+  if not isinstance(value, tuple | list):
+    raise TypeError(
+      f'{container}: {field} must be {expected}, got'
+      f' {validate.describe_given(value)}.'
+    )
+  for index, item in enumerate(value):
+    if not accepts(item):
+      raise TypeError(
+        f'{container}: {field}[{index}] must be {entry}, got'
+        f' {validate.describe_given(item)}.'
+      )
+  if count is not None and len(value) != count:
+    raise ValueError(
+      f'{container}: {field} must have one entry per layer ({count}), got'
+      f' {len(value)}: {tuple(value)}.'
+    )
+
+
+def _is_str(value: Any) -> bool:
+  return isinstance(value, str)
+
+
+def _check_layers(
+  container: str,
+  layers: Any,
+  names: Any,
+  mask_flow: Any,
+  optional: bool,
+) -> None:
+  """The checks both containers make of ``layers``, ``names`` and
+  ``mask_flow`` (each of the last two may be ``None`` if ``optional``)."""
+  _check_entries(
+    container, 'layers', layers, 'modules', callable, 'a module (callable)'
+  )
+  count = len(layers)
+  for field, value, entries in (
+    ('names', names, 'str'),
+    ('mask_flow', mask_flow, f'str among {MASK_FLOWS}'),
+  ):
+    if value is not None or not optional:
+      _check_entries(
+        container, field, value, entries, _is_str, 'a str', count, optional
+      )
+  for index, flow in enumerate(mask_flow or ()):
+    _check_flow(container, layers, index, flow)
+
+
+def _is_keyword(value: Any) -> bool:
+  return (
+    isinstance(value, tuple | list)
+    and len(value) == 2
+    and isinstance(value[0], str)
+    and validate.is_int(value[1])
+  )
+
+
+def _check_node(container: str, index: int, node: Node) -> None:
+  """Raises ``TypeError`` unless the fields of ``node`` have their types,
+  ``ValueError`` for a node that is neither a merge nor a layer's call."""
+  field = f'nodes[{index}]'
+  for name in ('inputs', 'steps'):
+    _check_entries(
+      container,
+      f'{field}.{name}',
+      getattr(node, name),
+      'int',
+      validate.is_int,
+      'an int',
+    )
+  validate.check_int(node.outputs, container, f'{field}.outputs', minimum=1)
+  validate.check_str(node.merge, container, f'{field}.merge')
+  _check_entries(
+    container,
+    f'{field}.keywords',
+    node.keywords,
+    '(keyword, count) pairs',
+    _is_keyword,
+    'a (str, int) pair',
+  )
+  if not node.inputs or bool(node.merge) == bool(node.steps):
+    raise ValueError(
+      f'{container}: {field} must take one tensor or more and be either a'
+      f" merge (no steps) or the call of one layer or more (merge ''),"
+      f' got inputs {node.inputs}, steps {node.steps} and merge'
+      f' {node.merge!r}.'
+    )
+
+
 def check_graph(
   container: str,
   layers: Sequence[Any],
@@ -297,27 +418,39 @@ def check_graph(
   nodes: Sequence[Node],
   inputs: int,
   outputs: Sequence[int],
+  single_output: bool,
 ) -> None:
   """Raises our own error unless the graph's parts fit together.
 
   Shared by the linen and NNX ``KerasFunctional``.
+
+  Args:
+    container: the class name, for the messages.
+    layers: the modules, a tuple or list.
+    names: one str per module, a tuple or list.
+    mask_flow: one of :data:`MASK_FLOWS` per module, a tuple or list.
+    nodes: the calls (:class:`Node`), a tuple or list.
+    inputs: the number of inputs, a positive int.
+    outputs: the numbers of the output tensors, a non-empty tuple or list
+      of ints.
+    single_output: a bool; ``True`` needs one output.
+
+  Raises:
+    TypeError: for an argument (or a node's field) of the wrong type: a str
+      where a tuple or list of str is expected, a non-int where an int is,
+      a node that is not a :class:`Node`.
+    ValueError: for counts that differ from the layers', an unknown mask
+      flow, a node that takes tensors or layers that do not exist before
+      it, or outputs that are none of the tensors.
   """
+  _check_layers(container, layers, names, mask_flow, optional=False)
   count = len(layers)
-  for field, value in (('names', names), ('mask_flow', mask_flow)):
-    if len(value) != count:
-      raise ValueError(
-        f'{container}: {field} must have one entry per layer ({count}), got'
-        f' {len(value)}: {tuple(value)}.'
-      )
-  for index, flow in enumerate(mask_flow):
-    _check_flow(container, layers, index, flow)
-  tensors = inputs
+  _check_entries(
+    container, 'nodes', nodes, 'Node', lambda v: isinstance(v, Node), 'a Node'
+  )
+  tensors = validate.check_int(inputs, container, 'inputs', minimum=1)
   for index, node in enumerate(nodes):
-    if not isinstance(node, Node):
-      raise TypeError(
-        f'{container}: nodes[{index}] must be a Node, got'
-        f' {type(node).__name__}.'
-      )
+    _check_node(container, index, node)
     bad = [t for t in node.inputs if not 0 <= t < tensors]
     steps = [s for s in node.steps if not 0 <= s < count]
     if bad or steps or (node.merge not in ('', *MERGES)):
@@ -328,11 +461,21 @@ def check_graph(
         ' exist there.'
       )
     tensors += node.outputs
+  _check_entries(
+    container, 'outputs', outputs, 'int', validate.is_int, 'an int'
+  )
   bad = [t for t in outputs if not 0 <= t < tensors]
-  if bad or inputs < 1:
+  if bad or not outputs:
     raise ValueError(
       f'{container}: outputs {tuple(outputs)} must name tensors 0 to'
-      f' {tensors - 1} of {inputs} inputs (at least one) and the nodes.'
+      f' {tensors - 1} of {inputs} inputs and the nodes (one at least).'
+    )
+  if validate.check_bool(single_output, container, 'single_output') and (
+    len(outputs) != 1
+  ):
+    raise ValueError(
+      f'{container}: single_output is True, which returns one output, but'
+      f' outputs names {len(outputs)}: {tuple(outputs)}.'
     )
 
 
@@ -428,39 +571,19 @@ def check_sequential(
 
   Args:
     container: the class name, for the messages.
-    layers: the layers, in order.
+    layers: the layers, in order, a tuple or list.
     names: one name per layer, or ``None``.
     mask_flow: one of :data:`MASK_FLOWS` per layer, or ``None``; only a
       layer with a ``compute_mask`` method may be ``'compute'``.
 
   Raises:
-    TypeError: if ``layers``, ``names`` or ``mask_flow`` is not a tuple or
-      list (of strings, for the last two).
+    TypeError: if ``layers`` is not a tuple or list of modules, or
+      ``names`` or ``mask_flow`` is neither ``None`` nor a tuple or list of
+      str (a str is not).
     ValueError: for a count that differs from the layers' or an unknown
       flow.
   """
-  if not isinstance(layers, tuple | list):
-    raise TypeError(
-      f'{container}: layers must be a tuple or list of modules, got'
-      f' {layers!r} of type {type(layers).__name__}.'
-    )
-  count = len(layers)
-  for field, value in (('names', names), ('mask_flow', mask_flow)):
-    if value is not None and (
-      not isinstance(value, tuple | list)
-      or not all(isinstance(entry, str) for entry in value)
-    ):
-      raise TypeError(
-        f'{container}: {field} must be None or a tuple of strings, one per'
-        f' layer, got {value!r} of type {type(value).__name__}.'
-      )
-    if value is not None and len(value) != count:
-      raise ValueError(
-        f'{container}: {field} must have one entry per layer ({count}), got'
-        f' {len(value)}: {tuple(value)}.'
-      )
-  for index, flow in enumerate(mask_flow or ()):
-    _check_flow(container, layers, index, flow)
+  _check_layers(container, layers, names, mask_flow, optional=True)
 
 
 def chain(count: int) -> tuple[Node, ...]:

@@ -79,6 +79,9 @@ class KerasSequential(nn.Module):
       The last layer's outputs.
 
     Raises:
+      TypeError: if ``layers`` is not a tuple or list of modules, or
+        ``names`` or ``mask_flow`` is neither ``None`` nor a tuple or list
+        of str.
       ValueError: if ``names`` or ``mask_flow`` do not have one entry per
         layer, or ``mask_flow`` holds an unknown value or ``'compute'`` for
         a layer other than :class:`Masking`.
@@ -165,6 +168,8 @@ class KerasFunctional(nn.Module):
       The output, or the list of outputs.
 
     Raises:
+      TypeError: for a field of the wrong type (``names='d'`` for
+        ``('d',)``, ``inputs=2.0``, a node that is not a :class:`Node`).
       ValueError: for a number of inputs other than ``inputs``, or parts of
         the graph that do not fit together.
     """
@@ -176,9 +181,9 @@ class KerasFunctional(nn.Module):
       self.nodes,
       self.inputs,
       self.outputs,
+      self.single_output,
     )
     check_inputs('KerasFunctional', self.inputs, inputs)
-    validate.check_bool(self.single_output, 'KerasFunctional', 'single_output')
     deterministic = validate.check_bool(
       deterministic, 'KerasFunctional', 'deterministic'
     )

@@ -74,6 +74,8 @@ class KerasSequential(nnx.Module):
       ``'consume'`` (gets it as ``mask=``) or ``'drop'``; default: no mask.
 
   Raises:
+    TypeError: if ``layers`` is not a list or tuple of modules, or ``names``
+      or ``mask_flow`` is neither ``None`` nor a list or tuple of str.
     ValueError: if ``names`` or ``mask_flow`` do not have one entry per
       layer, or ``mask_flow`` holds an unknown value or ``'compute'`` for a
       layer other than ``Masking``.
@@ -148,6 +150,8 @@ class KerasFunctional(nnx.Module):
     single_output: return the one output itself rather than a list.
 
   Raises:
+    TypeError: for an argument of the wrong type (``names='d'`` for
+      ``['d']``, ``inputs=2.0``, a node that is not a ``Node``).
     ValueError: if the parts of the graph do not fit together.
   """
 
@@ -162,7 +166,6 @@ class KerasFunctional(nnx.Module):
     outputs: Sequence[int],
     single_output: bool = True,
   ):
-    layers = list(layers)
     check_graph(
       'KerasFunctional',
       layers,
@@ -171,16 +174,15 @@ class KerasFunctional(nnx.Module):
       nodes,
       inputs,
       outputs,
+      single_output,
     )
-    self.layers = nnx.List(layers)
+    self.layers = nnx.List(list(layers))
     self.names = tuple(names)
     self.mask_flow = tuple(mask_flow)
     self.nodes = tuple(nodes)
-    self.inputs = inputs
+    self.inputs = int(inputs)
     self.outputs = tuple(outputs)
-    self.single_output = validate.check_bool(
-      single_output, 'KerasFunctional', 'single_output'
-    )
+    self.single_output = bool(single_output)
 
   def __call__(
     self,
