@@ -183,14 +183,41 @@ def test_shared_layer_has_one_set_of_weights(keras_model):
   np.testing.assert_allclose(jax.jit(module.apply)(zero, x), -x, atol=1e-7)
 
 
-def test_time_distributed_of_other_layers_is_a_clear_error(keras_model):
-  inputs = keras.Input((5, 4))
+def test_time_distributed_of_any_covered_layer_imports(keras_model, api):
+  # A Flatten takes no leading batch axes: it runs inside fd.TimeDistributed.
+  inputs = keras.Input((5, 2, 3))
   model = keras_model(
     lambda: keras.Model(
       inputs, layers.TimeDistributed(layers.Flatten(), name='td')(inputs)
     )
   )
-  with pytest.raises(ValueError, match="TimeDistributed layer 'td'"):
+  x = random((4, 5, 2, 3))
+  imported = fd.from_keras(model, api=api)
+  if api == 'linen':
+    module, variables = imported
+    assert isinstance(module.layers[0], fd.TimeDistributed)
+    got = module.apply(variables, x)
+  else:
+    got = imported(x)
+  np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-6)
+  assert got.shape == (4, 5, 6)
+
+
+def test_time_distributed_of_an_uncovered_layer_names_it(keras_model):
+  inputs = keras.Input((5, 4, 3))
+  model = keras_model(
+    lambda: keras.Model(
+      inputs,
+      layers.TimeDistributed(layers.Conv1D(2, 3, name='conv'), name='td')(
+        inputs
+      ),
+    )
+  )
+  with pytest.raises(
+    ValueError,
+    match="^from_keras: Conv1D layer 'conv' of TimeDistributed layer 'td' of"
+    " model '.*' is not covered",
+  ):
     fd.from_keras(model)
 
 

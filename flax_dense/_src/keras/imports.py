@@ -42,10 +42,15 @@ def _time_distributed(layer: KerasLayer) -> list[Step]:
       f'wraps {inner!r}; a TimeDistributed config holds the config of the'
       " layer it wraps, {'class_name': ..., 'config': ...}."
     )
+  config = inner.get('config', {})
+  name = config.get('name') if isinstance(config, dict) else None
+  # Messages name the wrapped layer inside its wrapper.
   wrapped = dataclasses.replace(
     layer,
     class_name=class_name,
-    config=inner.get('config', {}),
+    name=name if isinstance(name, str) and name else layer.name,
+    config=config,
+    source=layer.describe(),
     input_shape=None,
   )
   steps = []
