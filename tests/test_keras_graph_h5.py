@@ -33,6 +33,8 @@ MODELS = {
   'locally_connected_k1': fd.KerasFunctional,
   'locally_connected_k3s2': fd.KerasFunctional,
   'locally_connected_k3s2_channels_first': fd.KerasFunctional,
+  # TimeDistributed of LocallyConnected1D (both kinds) and Flatten.
+  'time_distributed': fd.KerasSequential,
 }
 
 
@@ -118,7 +120,9 @@ def test_h5_import_needs_neither_tensorflow_nor_keras():
     import numpy as np
     import flax_dense as fd
     fixtures = {str(FIXTURES)!r}
-    for name in ('functional_graph', 'functional_locally_connected'):
+    for name in (
+      'functional_graph', 'functional_locally_connected', 'time_distributed'
+    ):
       module, variables = fd.from_keras(f'{{fixtures}}/{{name}}.h5')
       fd.from_keras(f'{{fixtures}}/{{name}}.h5', api='nnx')
     module, variables = fd.from_keras(f'{{fixtures}}/functional.h5')
