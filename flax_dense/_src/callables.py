@@ -51,9 +51,8 @@ def call_keywords(layer: Callable, **values: Any) -> dict[str, Any]:
   """The ``values`` (those not ``None``) that ``layer``'s call takes by
   name: what a container or wrapper hands on, such as ``deterministic`` and
   ``rngs`` to the dropout layers."""
+  given = {name: value for name, value in values.items() if value is not None}
+  if not given:  # the common call: no signature to read
+    return {}
   parameters = inspect.signature(layer).parameters
-  return {
-    name: value
-    for name, value in values.items()
-    if value is not None and name in parameters
-  }
+  return {name: value for name, value in given.items() if name in parameters}

@@ -344,6 +344,24 @@ def from_linen(
 # NNX to linen.
 
 
+def linen_form(caller: str, module: Any, variables: Any) -> tuple[Any, Any]:
+  """``(module, variables)`` in linen form, for functions that take either:
+  an NNX module is converted (it holds its own weights, so ``variables``
+  must be ``None``); anything else is returned as given.
+
+  Raises:
+    ValueError: for variables given with an NNX module.
+  """
+  if not isinstance(module, nnx.Module):
+    return module, variables
+  if variables is not None:
+    raise ValueError(
+      f'{caller}: an NNX module holds its own weights; call'
+      f' {caller}(model) without variables.'
+    )
+  return to_linen(module)
+
+
 def _layer_to_linen(layer: nnx.Module) -> tuple[nn.Module, dict[str, Any]]:
   """The linen layer and variables of one NNX twin."""
   conversion = _known(

@@ -449,6 +449,31 @@ def check_min_rank(
     )
 
 
+def check_built_shape(
+  built_shape: Sequence[int] | None,
+  layer: str,
+  name: str,
+  shape: Sequence[int],
+  inputs: str,
+) -> None:
+  """Raises our own error when weight ``name`` was built with a shape other
+  than the ``shape`` the inputs ``(..., timesteps, features)`` need.
+
+  Args:
+    built_shape: the weight's shape, or ``None`` before it is built.
+    layer: named in the message.
+    name: the weight.
+    shape: the shape the inputs need.
+    inputs: the inputs in words, e.g. ``'inputs of shape (2, 5, 3)'``.
+  """
+  if built_shape is not None and tuple(built_shape) != tuple(shape):
+    raise ValueError(
+      f'{layer}: {inputs} need {name} of shape {tuple(shape)}, but it was'
+      f' built with shape {tuple(built_shape)}; inputs must be (...,'
+      ' timesteps, features) with the features the layer was built for.'
+    )
+
+
 def check_weight_shape(
   value: Any, layer: str, name: str, shape: Sequence[int]
 ) -> None:

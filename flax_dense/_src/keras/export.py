@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from flax_dense._src import registry
-from flax_dense._src.convert import to_linen
+from flax_dense._src.convert import linen_form
 from flax_dense._src.keras.backend import import_keras
 from flax_dense._src.models.linen import KerasFunctional, KerasSequential
 from flax_dense._src.registry.spec import ExportedLayer
@@ -245,13 +245,7 @@ def to_keras_model(
       ``KerasFunctional`` without one ``input_shape`` per input.
   """
   keras = import_keras('to_keras_model')
-  if isinstance(module, nnx.Module):
-    if variables is not None:
-      raise ValueError(
-        'to_keras_model: an NNX module holds its own weights; call'
-        ' to_keras_model(model) without variables.'
-      )
-    module, variables = to_linen(module)
+  module, variables = linen_form('to_keras_model', module, variables)
   if not isinstance(module, nn.Module):
     raise TypeError(
       'to_keras_model: module must be a flax_dense layer or'

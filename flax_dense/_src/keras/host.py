@@ -14,7 +14,7 @@ import flax.linen as nn
 import numpy as np
 from flax import nnx
 
-from flax_dense._src.convert import to_linen
+from flax_dense._src.convert import linen_form
 from flax_dense._src.keras import config as hosting
 from flax_dense._src.keras.backend import import_keras
 
@@ -95,13 +95,7 @@ def to_keras(
       first called (built), naming each weight that differs.
   """
   keras = import_keras('to_keras')
-  if isinstance(module, nnx.Module):
-    if variables is not None:
-      raise ValueError(
-        'to_keras: an NNX module holds its own weights; call'
-        ' to_keras(model) without variables.'
-      )
-    module, variables = to_linen(module)
+  module, variables = linen_form('to_keras', module, variables)
   if not isinstance(module, nn.Module):
     raise TypeError(
       'to_keras: module must be a flax.linen.Module or an NNX module, got'

@@ -117,13 +117,13 @@ class AttentionDecoder(nn.Module):
       inputs.shape[-1], self.units, self.output_dim
     )
     for name, shape in shapes.items():
-      attention_ops.check_attention_built(
-        inputs.shape,
-        self.units,
-        self.output_dim,
+      validate.check_built_shape(
+        stored_shape(self, 'params', name),
+        'AttentionDecoder',
         name,
         shape,
-        stored_shape(self, 'params', name),
+        f'inputs of shape {inputs.shape} with units={self.units} and'
+        f' output_dim={self.output_dim}',
       )
     params = {
       name: self.param(name, self._initializer(name), shape, self.param_dtype)

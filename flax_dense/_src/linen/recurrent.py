@@ -11,7 +11,6 @@ from flax_dense._src import initializers, validate
 from flax_dense._src.linen.common import stored_shape
 from flax_dense._src.ops.activations import resolve_activation
 from flax_dense._src.ops.recurrent import (
-  check_recurrent_built,
   check_recurrent_fields,
   check_recurrent_inputs,
   format_outputs,
@@ -105,8 +104,12 @@ def _recurrent_call(
   }
   params = {}
   for name, shape in shapes.items():
-    check_recurrent_built(
-      layer, inputs.shape, name, shape, stored_shape(module, 'params', name)
+    validate.check_built_shape(
+      stored_shape(module, 'params', name),
+      layer,
+      name,
+      shape,
+      f'inputs of shape {inputs.shape}',
     )
     field, init = inits[name]
     init = validate.checked_initializer(init, layer, name, field)

@@ -116,13 +116,13 @@ class AttentionDecoder(nnx.Module):
     )
     params = {name: getattr(self, name)[...] for name in shapes}
     for name, shape in shapes.items():
-      attention_ops.check_attention_built(
-        inputs.shape,
-        self.units,
-        self.output_dim,
+      validate.check_built_shape(
+        params[name].shape,
+        'AttentionDecoder',
         name,
         shape,
-        params[name].shape,
+        f'inputs of shape {inputs.shape} with units={self.units} and'
+        f' output_dim={self.output_dim}',
       )
     return attention_decoder_layer(
       inputs,

@@ -14,7 +14,6 @@ from flax_dense._src.nnx.dropout import _stream, dropout_key
 from flax_dense._src.ops.activations import resolve_activation
 from flax_dense._src.ops.recurrent import (
   LAYERS,
-  check_recurrent_built,
   check_recurrent_fields,
   check_recurrent_inputs,
   format_outputs,
@@ -165,8 +164,12 @@ class _Recurrent(nnx.Module):
     )
     params = {name: getattr(self, name)[...] for name in shapes}
     for name, shape in shapes.items():
-      check_recurrent_built(
-        layer, inputs.shape, name, shape, params[name].shape
+      validate.check_built_shape(
+        params[name].shape,
+        layer,
+        name,
+        shape,
+        f'inputs of shape {inputs.shape}',
       )
     key = None
     if not deterministic and (self.dropout or self.recurrent_dropout):

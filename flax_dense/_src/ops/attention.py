@@ -311,25 +311,6 @@ def attention_decoder_mask(
   return mask.astype(bool)
 
 
-def check_attention_built(
-  inputs_shape: tuple[int, ...],
-  units: int,
-  output_dim: int,
-  name: str,
-  shape: tuple[int, ...],
-  built_shape: tuple[int, ...] | None,
-) -> None:
-  """Raises our own error when a param of the decoder has another shape."""
-  if built_shape is not None and tuple(built_shape) != tuple(shape):
-    raise ValueError(
-      f'AttentionDecoder: inputs of shape {inputs_shape} with'
-      f' units={units} and output_dim={output_dim} need {name}'
-      f' of shape {shape}, but it was built with shape {tuple(built_shape)};'
-      ' inputs must be (..., timesteps, features) with the features the'
-      ' layer was built for.'
-    )
-
-
 # ---------------------------------------------------------------------------
 # LocallyConnected1D, shared by its linen and NNX classes, the pure function
 # and the Keras weight converter.

@@ -574,23 +574,6 @@ def check_recurrent_inputs(
   return inputs, mask, tuple(states)
 
 
-def check_recurrent_built(
-  layer: str,
-  inputs_shape: tuple[int, ...],
-  name: str,
-  shape: tuple[int, ...],
-  built_shape: tuple[int, ...] | None,
-) -> None:
-  """Raises our own error when a weight was built for other features."""
-  if built_shape is not None and tuple(built_shape) != tuple(shape):
-    raise ValueError(
-      f'{layer}: inputs of shape {inputs_shape} need {name} of shape'
-      f' {shape}, but it was built with shape {tuple(built_shape)}; inputs'
-      ' must be (..., timesteps, features) with the features the layer was'
-      ' built for.'
-    )
-
-
 def unit_forget_bias_init(bias_init, units: int):
   """Keras's LSTM bias: ``bias_init`` for i, c, o and ones for f."""
 
